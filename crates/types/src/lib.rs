@@ -1,0 +1,15 @@
+//! Vouch data types: ids, sampling parameters, fingerprints, receipts, canonical encoding.
+//!
+//! Everything here is pure data. Hashing of ids uses BLAKE3 with a domain string so that
+//! a hash of one kind of object can never be confused with a hash of another.
+
+pub mod encoding;
+pub mod ids;
+pub mod receipt;
+
+pub use encoding::{DecodeError, Decoder, Encoder};
+pub use ids::{ContentId, Hash32, IdParseError};
+pub use receipt::{
+    ChunkProof, EmbeddingOutput, Fingerprint, FinishReason, Receipt, ReceiptKind, Sampling,
+    SignedBody, RECEIPT_VERSION,
+};

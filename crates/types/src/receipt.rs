@@ -1,0 +1,289 @@
+//! The receipt: what a provider hands back with every answer, and what anyone can check.
+//!
+//! The JSON form is documented in `docs/receipt.md`. The part that is signed is not the
+//! JSON but the canonical binary encoding from [`Receipt::signed_body`], so whitespace,
+//! key order or number formatting in the JSON can never change what was signed.
+
+use crate::encoding::Encoder;
+use crate::ids::{ContentId, Hash32};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub const RECEIPT_VERSION: u32 = 1;
+
+/// Domain strings. Changing one is a format change.
+pub mod domain {
+    pub const INPUT: &str = "vouch 2026 input v1";
+    pub const OUTPUT: &str = "vouch 2026 output v1";
+    pub const EMBEDDING: &str = "vouch 2026 embedding v1";
+    pub const FINGERPRINT: &str = "vouch 2026 fingerprint v1";
+    pub const RECEIPT_SIGNATURE: &str = "vouch 2026 receipt signature v1";
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptKind {
+    /// Chat completion: `prompt` is the chat template rendered around the messages.
+    Chat,
+    /// Raw text completion: `prompt` is fed to the tokenizer as is.
+    Completion,
+    /// Sentence embedding: `prompt` is the input text, `embedding` the output.
+    Embedding,
+}
+
+impl ReceiptKind {
+    fn tag(self) -> u8 {
+        match self {
+            ReceiptKind::Chat => 1,
+            ReceiptKind::Completion => 2,
+            ReceiptKind::Embedding => 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The model emitted an end-of-sequence token (included in `output_tokens`).
+    Stop,
+    /// `max_tokens` were generated.
+    Length,
+    /// Not a generation (embeddings).
+    None,
+}
+
+impl FinishReason {
+    fn tag(self) -> u8 {
+        match self {
+            FinishReason::Stop => 1,
+            FinishReason::Length => 2,
+            FinishReason::None => 3,
+        }
+    }
+}
+
+/// How tokens were chosen. `temperature == 0` means greedy (the seed is then irrelevant but
+/// still signed).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Sampling {
+    pub temperature: f32,
+    pub top_p: f32,
+    pub seed: u64,
+    pub max_tokens: u32,
+}
+
+impl Sampling {
+    pub fn greedy(max_tokens: u32) -> Self {
+        Self {
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 0,
+            max_tokens,
+        }
+    }
+    pub fn is_greedy(&self) -> bool {
+        self.temperature <= 0.0
+    }
+}
+
+/// One chunk of the activation fingerprint: an injective modulus and the Newton
+/// coefficients of a polynomial over GF(65497) through the top-k hidden-state values.
+/// Serialized as one hex string: 2 bytes modulus + 2 bytes per coefficient (LE).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkProof {
+    pub modulus: u16,
+    pub coeffs: Vec<u16>,
+}
+
+impl ChunkProof {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(2 + 2 * self.coeffs.len());
+        v.extend_from_slice(&self.modulus.to_le_bytes());
+        for c in &self.coeffs {
+            v.extend_from_slice(&c.to_le_bytes());
+        }
+        v
+    }
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        if b.len() < 2 || !b.len().is_multiple_of(2) {
+            return None;
+        }
+        let words: Vec<u16> = b
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        Some(Self {
+            modulus: words[0],
+            coeffs: words[1..].to_vec(),
+        })
+    }
+}
+
+impl Serialize for ChunkProof {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(self.to_bytes()))
+    }
+}
+
+impl<'de> Deserialize<'de> for ChunkProof {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let b = hex::decode(&s).map_err(serde::de::Error::custom)?;
+        ChunkProof::from_bytes(&b)
+            .ok_or_else(|| serde::de::Error::custom("chunk proof must be an even number of bytes"))
+    }
+}
+
+/// Commitment to the final hidden states. `chunks[0]` covers the prompt positions; each
+/// further chunk covers `chunk_tokens` generated positions. See `docs/verification.md`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    pub scheme: String,
+    pub top_k: u32,
+    pub chunk_tokens: u32,
+    pub chunks: Vec<ChunkProof>,
+}
+
+impl Fingerprint {
+    pub fn empty(scheme: &str) -> Self {
+        Self {
+            scheme: scheme.to_string(),
+            top_k: 0,
+            chunk_tokens: 0,
+            chunks: Vec::new(),
+        }
+    }
+    pub fn hash(&self) -> Hash32 {
+        let mut e = Encoder::new();
+        e.str(&self.scheme).u32(self.top_k).u32(self.chunk_tokens);
+        e.u32(self.chunks.len() as u32);
+        for c in &self.chunks {
+            e.bytes(&c.to_bytes());
+        }
+        Hash32::digest(domain::FINGERPRINT, &[e.as_slice()])
+    }
+    /// Bytes of proof material (what TOPLOC's 258 B per 32 tokens compares to).
+    pub fn proof_bytes(&self) -> usize {
+        self.chunks.iter().map(|c| 2 + 2 * c.coeffs.len()).sum()
+    }
+}
+
+/// An embedding result carried in a receipt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingOutput {
+    pub dim: u32,
+    pub values: Vec<f32>,
+}
+
+/// A provider's signed statement that `model` produced `output` from `prompt`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub version: u32,
+    pub kind: ReceiptKind,
+    /// Content id of the model (weights, tokenizer and config hashed in).
+    pub model: ContentId,
+    /// Human name the provider served it under (signed, not trusted for identity).
+    pub model_name: String,
+    /// Content id of the tokenizer.
+    pub tokenizer: ContentId,
+    /// Engine and version that produced the answer (informational, signed).
+    pub engine: String,
+    /// Exact text given to the tokenizer.
+    pub prompt: String,
+    pub input_hash: Hash32,
+    pub prompt_tokens: u32,
+    /// Generated text (empty for embeddings).
+    pub output: String,
+    pub output_tokens: Vec<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<EmbeddingOutput>,
+    pub output_hash: Hash32,
+    pub finish_reason: FinishReason,
+    pub sampling: Sampling,
+    pub fingerprint: Fingerprint,
+    /// Unix seconds, supplied by the caller's clock.
+    pub created_at: u64,
+    /// Provider's ed25519 public key, hex.
+    pub provider: Hash32,
+    /// ed25519 signature over [`Receipt::signed_body`], hex (64 bytes).
+    pub signature: String,
+}
+
+/// The canonical bytes a provider signs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedBody(pub Vec<u8>);
+
+impl Receipt {
+    /// Hash of the exact prompt text.
+    pub fn hash_input(kind: ReceiptKind, prompt: &str) -> Hash32 {
+        Hash32::digest(domain::INPUT, &[&[kind.tag()], prompt.as_bytes()])
+    }
+
+    /// Hash of the generated text together with its token ids.
+    pub fn hash_output(text: &str, tokens: &[u32]) -> Hash32 {
+        let ids: Vec<u8> = tokens.iter().flat_map(|t| t.to_le_bytes()).collect();
+        Hash32::digest(domain::OUTPUT, &[text.as_bytes(), &ids])
+    }
+
+    /// Hash of an embedding by the exact bits of its values.
+    pub fn hash_embedding(values: &[f32]) -> Hash32 {
+        let bytes: Vec<u8> = values
+            .iter()
+            .flat_map(|v| v.to_bits().to_le_bytes())
+            .collect();
+        Hash32::digest(domain::EMBEDDING, &[&bytes])
+    }
+
+    /// The canonical encoding of every field except the signature. The prompt and output
+    /// themselves are not in it, only their hashes: a ledger can store the signed body
+    /// without the private text.
+    pub fn signed_body(&self) -> SignedBody {
+        let mut e = Encoder::new();
+        e.u32(self.version)
+            .u8(self.kind.tag())
+            .fixed(self.model.as_bytes())
+            .str(&self.model_name)
+            .fixed(self.tokenizer.as_bytes())
+            .str(&self.engine)
+            .fixed(self.input_hash.as_bytes())
+            .u32(self.prompt_tokens)
+            .fixed(self.output_hash.as_bytes())
+            .u32(self.output_tokens.len() as u32)
+            .u8(self.finish_reason.tag())
+            .f32(self.sampling.temperature)
+            .f32(self.sampling.top_p)
+            .u64(self.sampling.seed)
+            .u32(self.sampling.max_tokens)
+            .fixed(self.fingerprint.hash().as_bytes())
+            .u64(self.created_at)
+            .fixed(self.provider.as_bytes());
+        SignedBody(e.finish())
+    }
+
+    /// The receipt's id: the hash of its signed body.
+    pub fn id(&self) -> Hash32 {
+        Hash32::digest("vouch 2026 receipt id v1", &[&self.signed_body().0])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_proof_round_trips_through_json() {
+        let c = ChunkProof {
+            modulus: 65497,
+            coeffs: vec![1, 2, 65000],
+        };
+        let s = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<ChunkProof>(&s).unwrap(), c);
+        assert!(serde_json::from_str::<ChunkProof>("\"abc\"").is_err());
+    }
+
+    #[test]
+    fn output_hash_binds_text_and_tokens() {
+        let a = Receipt::hash_output("hi", &[1, 2]);
+        assert_ne!(a, Receipt::hash_output("hi", &[1, 3]));
+        assert_ne!(a, Receipt::hash_output("ho", &[1, 2]));
+    }
+}

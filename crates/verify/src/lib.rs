@@ -1,0 +1,419 @@
+//! Vouch verification: receipt fast-path checks and re-execution against the fingerprint
+//! with an explicit tolerance.
+//!
+//! - [`attest`]: the provider side, running a model and producing a signed receipt.
+//! - [`check_fast`]: signature, hashes and structure; no model needed (microseconds).
+//! - [`check_reexecute`]: one batched prefill over prompt + output recomputes the hidden
+//!   states and logits; the fingerprint must match within tolerance and the sampling rule
+//!   with the recorded seed must give every output token. The provider's numbers are
+//!   never used as the verifier's own.
+
+pub mod attest;
+
+use std::time::Instant;
+use vouch_inference::fingerprint::{self, ChunkComparison, Tolerance};
+use vouch_inference::sampling::{self, SampleMismatch};
+use vouch_inference::{ChatModel, Embedder};
+use vouch_types::{FinishReason, Receipt, ReceiptKind, RECEIPT_VERSION};
+
+/// Embeddings recomputed by a verifier must agree to this (max absolute difference per
+/// component of a unit vector).
+pub const EMBEDDING_TOLERANCE: f32 = 1e-4;
+/// Upper bounds on what a receipt may claim, so a hostile file cannot make the verifier
+/// allocate or compute without limit.
+pub const MAX_OUTPUT_TOKENS: usize = 8192;
+pub const MAX_PROMPT_BYTES: usize = 1 << 20;
+
+/// Why a receipt is not valid. Each message is one line meant for a person.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("unsupported receipt version {0} (this verifier knows version {RECEIPT_VERSION})")]
+    Version(u32),
+    #[error("malformed receipt: {0}")]
+    Structure(String),
+    #[error("input hash does not match the prompt: the prompt was edited after signing")]
+    InputHash,
+    #[error("output hash does not match the output: the output was edited after signing")]
+    OutputHash,
+    #[error("provider signature is invalid: {0}")]
+    Signature(#[from] vouch_crypto::CryptoError),
+    #[error("receipt is for model {claimed} but the verifier loaded {loaded}")]
+    ModelMismatch { claimed: String, loaded: String },
+    #[error("receipt's tokenizer {claimed} differs from the model's tokenizer {loaded}")]
+    TokenizerMismatch { claimed: String, loaded: String },
+    #[error("prompt tokenizes to {actual} tokens, the receipt says {claimed}")]
+    PromptTokens { claimed: u32, actual: usize },
+    #[error("output text is not the decoding of the output tokens")]
+    OutputText,
+    #[error("finish reason {reason:?} is inconsistent: {detail}")]
+    Finish {
+        reason: FinishReason,
+        detail: String,
+    },
+    #[error("activation fingerprint mismatch in {what}: {matches} of {k} top activations agree, at least {needed} required; this output was not produced by this model from this prompt")]
+    Fingerprint {
+        what: String,
+        matches: usize,
+        k: usize,
+        needed: usize,
+    },
+    #[error("output token {position} does not follow from the sampling rule: {source}")]
+    Sampling {
+        position: usize,
+        source: SampleMismatch,
+    },
+    #[error("embedding differs from the recomputed one by {max_diff:.2e} (tolerance {EMBEDDING_TOLERANCE:.0e})")]
+    Embedding { max_diff: f32 },
+    #[error("re-execution failed: {0}")]
+    Engine(#[from] vouch_inference::InferenceError),
+}
+
+/// What re-execution measured (for reports and the calibration in docs/verification.md).
+#[derive(Debug, Clone, Default)]
+pub struct ReexecReport {
+    pub chunks: Vec<ChunkComparison>,
+    pub positions_checked: usize,
+    pub prefill_tokens: usize,
+    pub seconds: f64,
+}
+
+impl ReexecReport {
+    pub fn min_matches(&self) -> usize {
+        self.chunks.iter().map(|c| c.matches).min().unwrap_or(0)
+    }
+    pub fn max_rel_err(&self) -> f32 {
+        self.chunks
+            .iter()
+            .map(|c| c.max_rel_err)
+            .fold(0.0, f32::max)
+    }
+}
+
+fn structure(msg: impl Into<String>) -> VerifyError {
+    VerifyError::Structure(msg.into())
+}
+
+/// Number of fingerprint chunks a generation of `n` tokens must carry.
+pub fn expected_chunks(n_output: usize) -> usize {
+    1 + n_output
+        .saturating_sub(1)
+        .div_ceil(fingerprint::CHUNK_TOKENS)
+}
+
+/// Offline fast path: version, structure, hashes and signature. Needs no model.
+pub fn check_fast(r: &Receipt) -> Result<(), VerifyError> {
+    if r.version != RECEIPT_VERSION {
+        return Err(VerifyError::Version(r.version));
+    }
+    if r.prompt.len() > MAX_PROMPT_BYTES {
+        return Err(structure(format!(
+            "prompt longer than {MAX_PROMPT_BYTES} bytes"
+        )));
+    }
+    if Receipt::hash_input(r.kind, &r.prompt) != r.input_hash {
+        return Err(VerifyError::InputHash);
+    }
+    match r.kind {
+        ReceiptKind::Chat | ReceiptKind::Completion => {
+            let n = r.output_tokens.len();
+            if n == 0 {
+                return Err(structure("no output tokens"));
+            }
+            if n > MAX_OUTPUT_TOKENS || n > r.sampling.max_tokens as usize {
+                return Err(structure(format!(
+                    "{n} output tokens but max_tokens is {}",
+                    r.sampling.max_tokens
+                )));
+            }
+            if r.embedding.is_some() {
+                return Err(structure("a generation receipt carries an embedding"));
+            }
+            if Receipt::hash_output(&r.output, &r.output_tokens) != r.output_hash {
+                return Err(VerifyError::OutputHash);
+            }
+            match r.finish_reason {
+                FinishReason::Length if n != r.sampling.max_tokens as usize => {
+                    return Err(VerifyError::Finish {
+                        reason: r.finish_reason,
+                        detail: format!(
+                            "{n} tokens generated but max_tokens is {}: the output was truncated",
+                            r.sampling.max_tokens
+                        ),
+                    })
+                }
+                FinishReason::None => {
+                    return Err(VerifyError::Finish {
+                        reason: r.finish_reason,
+                        detail: "a generation must end by stop or length".into(),
+                    })
+                }
+                _ => {}
+            }
+            let s = &r.sampling;
+            let temperature_ok = s.temperature.is_finite() && s.temperature >= 0.0;
+            let top_p_ok = s.top_p.is_finite() && s.top_p > 0.0 && s.top_p <= 1.0;
+            if !(temperature_ok && top_p_ok) {
+                return Err(structure("sampling parameters out of range"));
+            }
+            let fp = &r.fingerprint;
+            if fp.scheme != fingerprint::SCHEME
+                || fp.top_k as usize != fingerprint::TOP_K
+                || fp.chunk_tokens as usize != fingerprint::CHUNK_TOKENS
+            {
+                return Err(structure(format!(
+                    "unknown fingerprint scheme {:?} (k={}, chunk={})",
+                    fp.scheme, fp.top_k, fp.chunk_tokens
+                )));
+            }
+            let want = expected_chunks(n);
+            if fp.chunks.len() != want {
+                return Err(structure(format!(
+                    "fingerprint has {} chunks, {n} output tokens need {want}: the output was truncated or extended",
+                    fp.chunks.len()
+                )));
+            }
+            for (i, c) in fp.chunks.iter().enumerate() {
+                if c.coeffs.len() != fingerprint::TOP_K
+                    || (c.modulus as usize) < fingerprint::TOP_K
+                    || c.modulus as u32 > fingerprint::PRIME
+                    || c.coeffs.iter().any(|&x| x as u32 >= fingerprint::PRIME)
+                {
+                    return Err(structure(format!("fingerprint chunk {i} is malformed")));
+                }
+            }
+        }
+        ReceiptKind::Embedding => {
+            let Some(e) = &r.embedding else {
+                return Err(structure("embedding receipt without an embedding"));
+            };
+            if e.values.len() != e.dim as usize || e.values.is_empty() {
+                return Err(structure("embedding length does not match its dim"));
+            }
+            if e.values.iter().any(|v| !v.is_finite()) {
+                return Err(structure("embedding has non-finite values"));
+            }
+            if !r.output_tokens.is_empty() || !r.output.is_empty() {
+                return Err(structure("an embedding receipt carries generated text"));
+            }
+            if Receipt::hash_embedding(&e.values) != r.output_hash {
+                return Err(VerifyError::OutputHash);
+            }
+        }
+    }
+    vouch_crypto::verify_receipt_signature(r)?;
+    Ok(())
+}
+
+fn chunk_label(i: usize, prompt_len: usize, n_rows: usize) -> String {
+    let ranges = fingerprint::chunk_ranges(prompt_len, n_rows);
+    if i == 0 {
+        format!("the prompt chunk ({prompt_len} positions)")
+    } else {
+        let r = &ranges[i];
+        format!(
+            "chunk {i} (output tokens {}..{})",
+            r.start + 1 - prompt_len,
+            r.end - prompt_len
+        )
+    }
+}
+
+/// Re-executes generation receipts in one batched prefill and checks each. Results are
+/// returned per receipt, in order. Every receipt must pass [`check_fast`] first (it is
+/// run here too).
+pub fn check_reexecute_batch(
+    receipts: &[&Receipt],
+    model: &mut ChatModel,
+    tol: &Tolerance,
+) -> Vec<Result<ReexecReport, VerifyError>> {
+    let mut results: Vec<Option<Result<ReexecReport, VerifyError>>> = Vec::new();
+    let mut work = Vec::new(); // (receipt index, prompt ids)
+    for (i, r) in receipts.iter().enumerate() {
+        match prepare(r, model) {
+            Ok(ids) => {
+                work.push((i, ids));
+                results.push(None);
+            }
+            Err(e) => results.push(Some(Err(e))),
+        }
+    }
+    if !work.is_empty() {
+        let start = Instant::now();
+        let pairs: Vec<(&[u32], &[u32])> = work
+            .iter()
+            .map(|(i, ids)| (ids.as_slice(), receipts[*i].output_tokens.as_slice()))
+            .collect();
+        match model.score_batch(&pairs) {
+            Ok(scored) => {
+                let secs = start.elapsed().as_secs_f64();
+                for ((i, _), s) in work.iter().zip(scored) {
+                    let mut rep = compare(receipts[*i], model, &s, tol);
+                    if let Ok(rep) = rep.as_mut() {
+                        rep.seconds = secs;
+                    }
+                    results[*i] = Some(rep);
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for (i, _) in &work {
+                    results[*i] = Some(Err(VerifyError::Engine(
+                        vouch_inference::InferenceError::InvalidRequest(msg.clone()),
+                    )));
+                }
+            }
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.expect("every receipt has a result"))
+        .collect()
+}
+
+/// Re-executes one generation receipt.
+pub fn check_reexecute(
+    r: &Receipt,
+    model: &mut ChatModel,
+    tol: &Tolerance,
+) -> Result<ReexecReport, VerifyError> {
+    check_reexecute_batch(&[r], model, tol).remove(0)
+}
+
+fn prepare(r: &Receipt, model: &ChatModel) -> Result<Vec<u32>, VerifyError> {
+    check_fast(r)?;
+    if r.kind == ReceiptKind::Embedding {
+        return Err(structure(
+            "embedding receipts are re-executed with an embedding model",
+        ));
+    }
+    if r.model != model.id() {
+        return Err(VerifyError::ModelMismatch {
+            claimed: r.model.to_hex(),
+            loaded: model.id().to_hex(),
+        });
+    }
+    if r.tokenizer != model.tokenizer_id() {
+        return Err(VerifyError::TokenizerMismatch {
+            claimed: r.tokenizer.to_hex(),
+            loaded: model.tokenizer_id().to_hex(),
+        });
+    }
+    let ids = model.tokenize(&r.prompt)?;
+    if ids.len() != r.prompt_tokens as usize {
+        return Err(VerifyError::PromptTokens {
+            claimed: r.prompt_tokens,
+            actual: ids.len(),
+        });
+    }
+    if let Some(&bad) = r
+        .output_tokens
+        .iter()
+        .find(|&&t| t as usize >= model.vocab())
+    {
+        return Err(structure(format!(
+            "output token {bad} is outside the vocabulary"
+        )));
+    }
+    if model.detokenize(&r.output_tokens)? != r.output {
+        return Err(VerifyError::OutputText);
+    }
+    let n = r.output_tokens.len();
+    let stops: Vec<usize> = (0..n)
+        .filter(|&i| model.is_stop(r.output_tokens[i]))
+        .collect();
+    match r.finish_reason {
+        FinishReason::Stop if stops != [n - 1] => {
+            return Err(VerifyError::Finish {
+                reason: r.finish_reason,
+                detail:
+                    "the output must end with exactly one stop token: it was truncated or extended"
+                        .into(),
+            })
+        }
+        FinishReason::Length if !stops.is_empty() => {
+            return Err(VerifyError::Finish {
+                reason: r.finish_reason,
+                detail: format!(
+                    "generation continued past a stop token at position {}",
+                    stops[0]
+                ),
+            })
+        }
+        _ => {}
+    }
+    if ids.len() + n > model.context() {
+        return Err(structure("prompt and output exceed the model's context"));
+    }
+    Ok(ids)
+}
+
+fn compare(
+    r: &Receipt,
+    model: &ChatModel,
+    s: &vouch_inference::Scored,
+    tol: &Tolerance,
+) -> Result<ReexecReport, VerifyError> {
+    let hd = model.hidden_dim();
+    let vocab = model.vocab();
+    let n_rows = s.hidden.len() / hd;
+    let ranges = fingerprint::chunk_ranges(s.prompt_len, n_rows);
+    let mut rep = ReexecReport {
+        prefill_tokens: n_rows,
+        ..Default::default()
+    };
+    for (i, (range, proof)) in ranges.iter().zip(&r.fingerprint.chunks).enumerate() {
+        let own = &s.hidden[range.start * hd..range.end * hd];
+        let c = fingerprint::compare_chunk(proof, own, tol);
+        if !c.passes(tol) {
+            return Err(VerifyError::Fingerprint {
+                what: chunk_label(i, s.prompt_len, n_rows),
+                matches: c.matches,
+                k: c.k,
+                needed: tol.min_matches,
+            });
+        }
+        rep.chunks.push(c);
+    }
+    for (pos, &tok) in r.output_tokens.iter().enumerate() {
+        let logits = &s.logits[pos * vocab..(pos + 1) * vocab];
+        sampling::check(logits, &r.sampling, pos as u32, tok).map_err(|source| {
+            VerifyError::Sampling {
+                position: pos,
+                source,
+            }
+        })?;
+        rep.positions_checked += 1;
+    }
+    Ok(rep)
+}
+
+/// Recomputes an embedding receipt's vector and compares.
+pub fn check_reexecute_embedding(r: &Receipt, model: &Embedder) -> Result<f32, VerifyError> {
+    check_fast(r)?;
+    if r.model != model.id() {
+        return Err(VerifyError::ModelMismatch {
+            claimed: r.model.to_hex(),
+            loaded: model.id().to_hex(),
+        });
+    }
+    if r.tokenizer != model.tokenizer_id() {
+        return Err(VerifyError::TokenizerMismatch {
+            claimed: r.tokenizer.to_hex(),
+            loaded: model.tokenizer_id().to_hex(),
+        });
+    }
+    let own = model.embed(&r.prompt)?;
+    let claimed = &r.embedding.as_ref().expect("checked by check_fast").values;
+    if own.len() != claimed.len() {
+        return Err(structure("embedding dimension differs from the model's"));
+    }
+    let max_diff = own
+        .iter()
+        .zip(claimed)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    if max_diff > EMBEDDING_TOLERANCE {
+        return Err(VerifyError::Embedding { max_diff });
+    }
+    Ok(max_diff)
+}
