@@ -356,9 +356,9 @@ fn verify(home: &Path, a: VerifyArgs) -> ExitCode {
         _ => match ChatModel::load(spec, home) {
             Ok(mut m) => vouch_verify::check_reexecute(&receipt, &mut m, &tol).map(|rep| {
                 format!(
-                    "re-executed: {} fingerprint chunks match (worst {}/128), {} tokens follow the sampling rule, prefill of {} tokens in {:.2}s",
+                    "re-executed: {} fingerprint chunks match (worst {:.1}% of entries), {} tokens follow the sampling rule, prefill of {} tokens in {:.2}s",
                     rep.chunks.len(),
-                    rep.min_matches(),
+                    rep.min_match_permille() as f64 / 10.0,
                     rep.positions_checked,
                     rep.prefill_tokens,
                     rep.seconds

@@ -57,7 +57,7 @@ pub fn receipt_for(
     created_at: u64,
 ) -> Result<Receipt, InferenceError> {
     let output = model.detokenize(&g.tokens)?;
-    let chunks = fingerprint::commit(&g.hidden, model.hidden_dim(), g.prompt_len);
+    let chunks = fingerprint::commit(&g.hidden, model.hidden_dim());
     let mut r = Receipt {
         version: RECEIPT_VERSION,
         kind: job.kind,

@@ -23,6 +23,9 @@ pub const EMBEDDING_TOLERANCE: f32 = 1e-4;
 /// allocate or compute without limit.
 pub const MAX_OUTPUT_TOKENS: usize = 8192;
 pub const MAX_PROMPT_BYTES: usize = 1 << 20;
+/// Every supported model has at least this many hidden units per position, so a full
+/// row can always give its share of the chunk's committed entries.
+const MODEL_HIDDEN_MIN: usize = 128;
 
 /// Why a receipt is not valid. Each message is one line meant for a person.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,8 @@ pub enum VerifyError {
     OutputHash,
     #[error("provider signature is invalid: {0}")]
     Signature(#[from] vouch_crypto::CryptoError),
+    #[error("receipt is signed by provider {actual}, not the expected {expected}")]
+    UnexpectedProvider { expected: String, actual: String },
     #[error("receipt is for model {claimed} but the verifier loaded {loaded}")]
     ModelMismatch { claimed: String, loaded: String },
     #[error("receipt's tokenizer {claimed} differs from the model's tokenizer {loaded}")]
@@ -50,7 +55,7 @@ pub enum VerifyError {
         reason: FinishReason,
         detail: String,
     },
-    #[error("activation fingerprint mismatch in {what}: {matches} of {k} top activations agree, at least {needed} required; this output was not produced by this model from this prompt")]
+    #[error("activation fingerprint mismatch in {what}: {matches} of {k} committed activations agree, at least {needed} required; this output was not produced by this model from this prompt")]
     Fingerprint {
         what: String,
         matches: usize,
@@ -78,8 +83,13 @@ pub struct ReexecReport {
 }
 
 impl ReexecReport {
-    pub fn min_matches(&self) -> usize {
-        self.chunks.iter().map(|c| c.matches).min().unwrap_or(0)
+    /// Smallest share of matching entries over the chunks, in thousandths.
+    pub fn min_match_permille(&self) -> usize {
+        self.chunks
+            .iter()
+            .map(|c| c.matches * 1000 / c.k.max(1))
+            .min()
+            .unwrap_or(0)
     }
     pub fn max_rel_err(&self) -> f32 {
         self.chunks
@@ -93,11 +103,15 @@ fn structure(msg: impl Into<String>) -> VerifyError {
     VerifyError::Structure(msg.into())
 }
 
-/// Number of fingerprint chunks a generation of `n` tokens must carry.
-pub fn expected_chunks(n_output: usize) -> usize {
-    1 + n_output
-        .saturating_sub(1)
-        .div_ceil(fingerprint::CHUNK_TOKENS)
+/// Positions a receipt's fingerprint covers: the prompt and every output token but the
+/// last (which was never fed back into the model).
+pub fn fingerprint_rows(prompt_tokens: usize, n_output: usize) -> usize {
+    prompt_tokens + n_output.saturating_sub(1)
+}
+
+/// Number of fingerprint chunks a receipt with these token counts must carry.
+pub fn expected_chunks(prompt_tokens: usize, n_output: usize) -> usize {
+    fingerprint::chunk_ranges(fingerprint_rows(prompt_tokens, n_output)).len()
 }
 
 /// Offline fast path: version, structure, hashes and signature. Needs no model.
@@ -165,16 +179,22 @@ pub fn check_fast(r: &Receipt) -> Result<(), VerifyError> {
                     fp.scheme, fp.top_k, fp.chunk_tokens
                 )));
             }
-            let want = expected_chunks(n);
-            if fp.chunks.len() != want {
+            if r.prompt_tokens == 0 {
+                return Err(structure("empty prompt"));
+            }
+            let ranges = fingerprint::chunk_ranges(fingerprint_rows(r.prompt_tokens as usize, n));
+            if fp.chunks.len() != ranges.len() {
                 return Err(structure(format!(
-                    "fingerprint has {} chunks, {n} output tokens need {want}: the output was truncated or extended",
-                    fp.chunks.len()
+                    "fingerprint has {} chunks, {} prompt and {n} output tokens need {}: the output was truncated or extended",
+                    fp.chunks.len(),
+                    r.prompt_tokens,
+                    ranges.len()
                 )));
             }
-            for (i, c) in fp.chunks.iter().enumerate() {
-                if c.coeffs.len() != fingerprint::TOP_K
-                    || (c.modulus as usize) < fingerprint::TOP_K
+            for (i, (c, range)) in fp.chunks.iter().zip(&ranges).enumerate() {
+                let points = fingerprint::points_in_chunk(range.len(), MODEL_HIDDEN_MIN);
+                if c.coeffs.len() != points
+                    || (c.modulus as usize) < points
                     || c.modulus as u32 > fingerprint::PRIME
                     || c.coeffs.iter().any(|&x| x as u32 >= fingerprint::PRIME)
                 {
@@ -204,18 +224,32 @@ pub fn check_fast(r: &Receipt) -> Result<(), VerifyError> {
     Ok(())
 }
 
-fn chunk_label(i: usize, prompt_len: usize, n_rows: usize) -> String {
-    let ranges = fingerprint::chunk_ranges(prompt_len, n_rows);
-    if i == 0 {
-        format!("the prompt chunk ({prompt_len} positions)")
-    } else {
-        let r = &ranges[i];
-        format!(
-            "chunk {i} (output tokens {}..{})",
-            r.start + 1 - prompt_len,
-            r.end - prompt_len
-        )
+/// Requires the receipt to be signed by `expected` (a provider the caller dealt with).
+pub fn check_provider(r: &Receipt, expected: &vouch_types::Hash32) -> Result<(), VerifyError> {
+    if r.provider != *expected {
+        return Err(VerifyError::UnexpectedProvider {
+            expected: expected.to_hex(),
+            actual: r.provider.to_hex(),
+        });
     }
+    Ok(())
+}
+
+fn chunk_label(range: &std::ops::Range<usize>, prompt_len: usize) -> String {
+    let part = |p: usize| {
+        if p < prompt_len {
+            format!("prompt token {p}")
+        } else {
+            format!("output token {}", p + 1 - prompt_len)
+        }
+    };
+    format!(
+        "positions {}..{} ({} to {})",
+        range.start,
+        range.end,
+        part(range.start),
+        part(range.end - 1)
+    )
 }
 
 /// Re-executes generation receipts in one batched prefill and checks each. Results are
@@ -356,20 +390,20 @@ fn compare(
     let hd = model.hidden_dim();
     let vocab = model.vocab();
     let n_rows = s.hidden.len() / hd;
-    let ranges = fingerprint::chunk_ranges(s.prompt_len, n_rows);
+    let ranges = fingerprint::chunk_ranges(n_rows);
     let mut rep = ReexecReport {
         prefill_tokens: n_rows,
         ..Default::default()
     };
-    for (i, (range, proof)) in ranges.iter().zip(&r.fingerprint.chunks).enumerate() {
+    for (range, proof) in ranges.iter().zip(&r.fingerprint.chunks) {
         let own = &s.hidden[range.start * hd..range.end * hd];
-        let c = fingerprint::compare_chunk(proof, own, tol);
+        let c = fingerprint::compare_chunk(proof, own, hd, tol);
         if !c.passes(tol) {
             return Err(VerifyError::Fingerprint {
-                what: chunk_label(i, s.prompt_len, n_rows),
+                what: chunk_label(range, s.prompt_len),
                 matches: c.matches,
                 k: c.k,
-                needed: tol.min_matches,
+                needed: tol.needed(c.k),
             });
         }
         rep.chunks.push(c);

@@ -1,0 +1,515 @@
+//! The adversarial suite: every cheating variant is built for real (rewritten GGUF files,
+//! re-signed receipts) and must be rejected by re-execution; honest receipts made with
+//! and without KV cache, singly and batched, must all pass.
+//!
+//! Needs the real SmolLM2 weights (`vouch models fetch`).
+
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+use candle_core::Device;
+use rand::{Rng, SeedableRng};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use vouch_crypto::SigningKey;
+use vouch_inference::chat::Message;
+use vouch_inference::fingerprint::Tolerance;
+use vouch_inference::models::{default_home, SMOLLM2_135M};
+use vouch_inference::ChatModel;
+use vouch_types::{Receipt, Sampling};
+use vouch_verify::attest::{self, Input};
+use vouch_verify::{check_fast, check_reexecute, check_reexecute_batch, VerifyError};
+
+fn honest_model() -> std::sync::MutexGuard<'static, ChatModel> {
+    static M: OnceLock<Mutex<ChatModel>> = OnceLock::new();
+    M.get_or_init(|| {
+        Mutex::new(
+            ChatModel::load(&SMOLLM2_135M, &default_home()).expect("run `vouch models fetch`"),
+        )
+    })
+    .lock()
+    .unwrap_or_else(|e| e.into_inner())
+}
+
+fn key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32]).unwrap()
+}
+
+fn variants_dir() -> &'static Path {
+    static D: OnceLock<tempfile::TempDir> = OnceLock::new();
+    D.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+fn original_path() -> PathBuf {
+    SMOLLM2_135M.path(&default_home(), 0)
+}
+
+/// Rewrites the GGUF with `edit` applied to each (name, tensor); `None` drops the tensor.
+fn rewrite_gguf(
+    out: &Path,
+    meta_edit: impl Fn(&str, &gguf_file::Value) -> gguf_file::Value,
+    edit: impl Fn(&str, QTensor) -> Option<QTensor>,
+) {
+    let mut f = std::fs::File::open(original_path()).unwrap();
+    let ct = gguf_file::Content::read(&mut f).unwrap();
+    let mut names: Vec<&String> = ct.tensor_infos.keys().collect();
+    names.sort();
+    let mut tensors = Vec::new();
+    for n in names {
+        let t = ct.tensor(&mut f, n, &Device::Cpu).unwrap();
+        if let Some(t) = edit(n, t) {
+            tensors.push((n.clone(), t));
+        }
+    }
+    let mut keys: Vec<&String> = ct.metadata.keys().collect();
+    keys.sort();
+    let meta: Vec<(String, gguf_file::Value)> = keys
+        .iter()
+        .map(|k| (k.to_string(), meta_edit(k, &ct.metadata[*k])))
+        .collect();
+    let meta_refs: Vec<(&str, &gguf_file::Value)> =
+        meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut w = std::io::BufWriter::new(std::fs::File::create(out).unwrap());
+    gguf_file::write(&mut w, &meta_refs, &tensor_refs).unwrap();
+}
+
+fn requantize(t: QTensor, to: GgmlDType) -> QTensor {
+    if t.dtype() == GgmlDType::Q4_1 {
+        QTensor::quantize(&t.dequantize(&Device::Cpu).unwrap(), to).unwrap()
+    } else {
+        t
+    }
+}
+
+/// The cheating variants, built once per test binary.
+fn variant(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<()>> = OnceLock::new();
+    let _guard = BUILT.get_or_init(|| Mutex::new(())).lock().unwrap();
+    let path = variants_dir().join(format!("{name}.gguf"));
+    if path.exists() {
+        return path;
+    }
+    match name {
+        // Another (smaller) model: the same weights with the last layer dropped.
+        "drop-last-layer" => rewrite_gguf(
+            &path,
+            |k, v| {
+                if k == "llama.block_count" {
+                    gguf_file::Value::U32(29)
+                } else {
+                    v.clone()
+                }
+            },
+            |n, t| {
+                if n.starts_with("blk.29.") {
+                    None
+                } else {
+                    Some(t)
+                }
+            },
+        ),
+        // The same weights in another quantization, re-quantized with candle.
+        "requant-q4_0" => rewrite_gguf(
+            &path,
+            |_, v| v.clone(),
+            |_, t| Some(requantize(t, GgmlDType::Q4_0)),
+        ),
+        "requant-q8_0" => rewrite_gguf(
+            &path,
+            |_, v| v.clone(),
+            |_, t| Some(requantize(t, GgmlDType::Q8_0)),
+        ),
+        // Small noise in one layer, in the model's own format: one quantization step up or
+        // down on 5% of the 4-bit weights of layer 14 (bytes edited in place).
+        "noise-layer14" => {
+            let mut bytes = std::fs::read(original_path()).unwrap();
+            let mut f = std::fs::File::open(original_path()).unwrap();
+            let ct = gguf_file::Content::read(&mut f).unwrap();
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(14);
+            for (n, info) in &ct.tensor_infos {
+                if !n.starts_with("blk.14.") || info.ggml_dtype != GgmlDType::Q4_1 {
+                    continue;
+                }
+                let start = (ct.tensor_data_offset + info.offset) as usize;
+                let blocks = info.shape.elem_count() / 32;
+                for b in 0..blocks {
+                    let qs = start + b * 20 + 4; // f16 scale, f16 min, 16 bytes of nibbles
+                    for byte in &mut bytes[qs..qs + 16] {
+                        for shift in [0u8, 4] {
+                            if rng.gen_bool(0.05) {
+                                let q = (*byte >> shift) & 0xF;
+                                let q2 = if q == 0 || (q < 15 && rng.gen_bool(0.5)) {
+                                    q + 1
+                                } else {
+                                    q - 1
+                                };
+                                *byte = (*byte & !(0xF << shift)) | (q2 << shift);
+                            }
+                        }
+                    }
+                }
+            }
+            std::fs::write(&path, bytes).unwrap();
+        }
+        other => panic!("unknown variant {other}"),
+    }
+    path
+}
+
+fn prompts() -> Vec<&'static str> {
+    vec![
+        "Name three primary colors.",
+        "What is the capital of France?",
+        "Write a haiku about autumn leaves.",
+        "Explain photosynthesis in one sentence.",
+        "List two prime numbers greater than ten.",
+        "Give me a tip for learning to cook.",
+        "What does a bee make?",
+        "Translate 'good morning' into Spanish.",
+    ]
+}
+
+fn chat(p: &str) -> Input {
+    Input::Chat(vec![Message::user(p)])
+}
+
+fn sampled(seed: u64, max_tokens: u32) -> Sampling {
+    Sampling {
+        temperature: 0.8,
+        top_p: 0.95,
+        seed,
+        max_tokens,
+    }
+}
+
+/// Makes a receipt with `cheat` model but claiming the honest model's identity, signed by
+/// the cheater's own (valid) key: the receipt passes every offline check.
+fn cheating_receipt(
+    cheat: &mut ChatModel,
+    honest_id: vouch_types::ContentId,
+    input: &Input,
+    s: Sampling,
+) -> Receipt {
+    let mut r = attest::generate(cheat, &key(66), input, s, 1, &mut |_| {}).unwrap();
+    r.model = honest_id;
+    r.model_name = SMOLLM2_135M.name.to_string();
+    vouch_crypto::sign_receipt(&key(66), &mut r);
+    check_fast(&r).expect("a well-formed lie passes the offline checks");
+    r
+}
+
+fn assert_rejected(r: &Receipt, what: &str) -> VerifyError {
+    let mut m = honest_model();
+    match check_reexecute(r, &mut m, &Tolerance::default()) {
+        Ok(rep) => panic!(
+            "{what}: accepted (min matches {})",
+            rep.min_match_permille()
+        ),
+        Err(e) => {
+            eprintln!("{what}: rejected: {e}");
+            e
+        }
+    }
+}
+
+fn model_variant_rejected(name: &str) {
+    let honest_id = honest_model().id();
+    let mut cheat = ChatModel::load_gguf(&variant(name)).unwrap();
+    for (i, p) in prompts().iter().take(4).enumerate() {
+        let s = if i % 2 == 0 {
+            Sampling::greedy(24)
+        } else {
+            sampled(i as u64, 24)
+        };
+        let r = cheating_receipt(&mut cheat, honest_id, &chat(p), s);
+        let e = assert_rejected(&r, &format!("{name} / {p}"));
+        assert!(
+            matches!(
+                e,
+                VerifyError::Fingerprint { .. } | VerifyError::Sampling { .. }
+            ),
+            "{name}: rejected for the wrong reason: {e}"
+        );
+    }
+    // Without the disguise, the model id alone gives it away.
+    let r = attest::generate(
+        &mut cheat,
+        &key(66),
+        &chat("Hi"),
+        Sampling::greedy(4),
+        1,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(matches!(
+        check_reexecute(&r, &mut honest_model(), &Tolerance::default()),
+        Err(VerifyError::ModelMismatch { .. })
+    ));
+}
+
+#[test]
+fn another_model_last_layer_dropped_is_rejected() {
+    model_variant_rejected("drop-last-layer");
+}
+
+#[test]
+fn another_quantization_q4_0_is_rejected() {
+    model_variant_rejected("requant-q4_0");
+}
+
+#[test]
+fn another_quantization_q8_0_is_rejected() {
+    model_variant_rejected("requant-q8_0");
+}
+
+#[test]
+fn weights_perturbed_in_one_layer_are_rejected() {
+    model_variant_rejected("noise-layer14");
+}
+
+fn honest_receipt(p: &str, s: Sampling) -> Receipt {
+    let mut m = honest_model();
+    attest::generate(&mut m, &key(1), &chat(p), s, 1, &mut |_| {}).unwrap()
+}
+
+#[test]
+fn edited_prompt_is_rejected() {
+    // The provider answered another prompt and claims it answered this one.
+    for (real, claimed) in [
+        ("Name three primary colors.", "Name three secondary colors."),
+        ("What is the capital of France?", "What is the capital of Spain?"),
+        // One word early in a longer prompt, with the answer likely unchanged.
+        (
+            "Read this and answer: The old cat sat on the warm mat while the dog slept by the fire and the rain fell softly on the roof all night long. Is it raining?",
+            "Read this and answer: The old cow sat on the warm mat while the dog slept by the fire and the rain fell softly on the roof all night long. Is it raining?",
+        ),
+    ] {
+        let mut r = honest_receipt(real, Sampling::greedy(24));
+        let m = honest_model();
+        r.prompt = m.render_chat(&[Message::user(claimed)]);
+        r.prompt_tokens = m.tokenize(&r.prompt).unwrap().len() as u32;
+        drop(m);
+        r.input_hash = Receipt::hash_input(r.kind, &r.prompt);
+        vouch_crypto::sign_receipt(&key(66), &mut r);
+        check_fast(&r).unwrap();
+        let e = assert_rejected(&r, "edited prompt");
+        assert!(matches!(e, VerifyError::Fingerprint { .. } | VerifyError::Sampling { .. }), "{e}");
+    }
+}
+
+#[test]
+fn edited_output_token_is_rejected() {
+    for (i, p) in prompts().iter().take(3).enumerate() {
+        let mut r = honest_receipt(
+            p,
+            if i == 0 {
+                Sampling::greedy(24)
+            } else {
+                sampled(i as u64, 24)
+            },
+        );
+        let pos = r.output_tokens.len() / 2;
+        r.output_tokens[pos] = if r.output_tokens[pos] == 1000 {
+            1001
+        } else {
+            1000
+        };
+        let m = honest_model();
+        r.output = m.detokenize(&r.output_tokens).unwrap();
+        drop(m);
+        r.output_hash = Receipt::hash_output(&r.output, &r.output_tokens);
+        vouch_crypto::sign_receipt(&key(66), &mut r);
+        check_fast(&r).unwrap();
+        assert_rejected(&r, "edited output token");
+    }
+}
+
+/// Keeps the first `n` output tokens (text, hash and fingerprint chunk count follow).
+fn cut(r: &mut Receipt, n: usize) {
+    r.output_tokens.truncate(n);
+    r.output = honest_model().detokenize(&r.output_tokens).unwrap();
+    r.output_hash = Receipt::hash_output(&r.output, &r.output_tokens);
+    r.fingerprint
+        .chunks
+        .truncate(vouch_verify::expected_chunks(r.prompt_tokens as usize, n));
+}
+
+#[test]
+fn truncated_output_is_rejected() {
+    // 1. A generation that ran to max_tokens, cut and re-signed: the fast path sees that
+    //    fewer than max_tokens tokens cannot end by length.
+    let long = honest_receipt("Write a story about a dragon.", sampled(3, 40));
+    assert_eq!(long.finish_reason, vouch_types::FinishReason::Length);
+    let mut a = long.clone();
+    cut(&mut a, long.output_tokens.len() - 3);
+    vouch_crypto::sign_receipt(&key(66), &mut a);
+    assert!(matches!(check_fast(&a), Err(VerifyError::Finish { .. })));
+    // ... and claimed to have stopped on its own instead: re-execution sees no stop token.
+    a.finish_reason = vouch_types::FinishReason::Stop;
+    vouch_crypto::sign_receipt(&key(66), &mut a);
+    assert_rejected(&a, "cut, claimed stop");
+    // 2. A generation that stopped by itself, with its last tokens (the stop token among
+    //    them) cut.
+    let short = honest_receipt("Name three primary colors.", Sampling::greedy(64));
+    assert_eq!(short.finish_reason, vouch_types::FinishReason::Stop);
+    let mut b = short.clone();
+    cut(&mut b, short.output_tokens.len() - 2);
+    vouch_crypto::sign_receipt(&key(66), &mut b);
+    assert_rejected(&b, "stopped answer cut short");
+}
+
+#[test]
+fn wrong_seed_or_temperature_is_rejected() {
+    let p = "Write a haiku about autumn leaves.";
+    // Sampled with one seed, receipt claims another.
+    let mut r = honest_receipt(p, sampled(11, 32));
+    r.sampling.seed = 12;
+    vouch_crypto::sign_receipt(&key(66), &mut r);
+    assert!(matches!(
+        assert_rejected(&r, "wrong seed"),
+        VerifyError::Sampling { .. }
+    ));
+    // Sampled at temperature 0.8, receipt claims greedy.
+    let mut r = honest_receipt(p, sampled(13, 32));
+    r.sampling.temperature = 0.0;
+    vouch_crypto::sign_receipt(&key(66), &mut r);
+    assert!(matches!(
+        assert_rejected(&r, "claims greedy"),
+        VerifyError::Sampling { .. }
+    ));
+    // Greedy, receipt claims temperature 1.2 with some seed.
+    let mut r = honest_receipt(p, Sampling::greedy(32));
+    r.sampling.temperature = 1.2;
+    r.sampling.seed = 5;
+    vouch_crypto::sign_receipt(&key(66), &mut r);
+    assert!(matches!(
+        assert_rejected(&r, "claims sampled"),
+        VerifyError::Sampling { .. }
+    ));
+}
+
+#[test]
+fn resigned_and_forged_signatures_are_rejected() {
+    let r = honest_receipt("What does a bee make?", Sampling::greedy(8));
+    check_fast(&r).unwrap();
+    // The provider field names the honest key but another key signed.
+    let mut a = r.clone();
+    let other = key(66);
+    let sig = other.sign(
+        vouch_types::receipt::domain::RECEIPT_SIGNATURE,
+        &a.signed_body().0,
+    );
+    a.signature = hex::encode(sig);
+    assert!(matches!(check_fast(&a), Err(VerifyError::Signature(_))));
+    // Re-signed by another key as a whole: valid for that key, and the verifier can
+    // pin the provider it expects.
+    let mut b = r.clone();
+    vouch_crypto::sign_receipt(&other, &mut b);
+    check_fast(&b).unwrap();
+    assert_ne!(b.provider, r.provider);
+    assert!(matches!(
+        vouch_verify::check_provider(&b, &r.provider),
+        Err(VerifyError::UnexpectedProvider { .. })
+    ));
+    vouch_verify::check_provider(&r, &r.provider).unwrap();
+    // Forged: random bytes, or a signature over another receipt.
+    let mut c = r.clone();
+    c.signature = hex::encode([0x5au8; 64]);
+    assert!(matches!(check_fast(&c), Err(VerifyError::Signature(_))));
+    let mut d = r.clone();
+    d.created_at += 1;
+    assert!(matches!(check_fast(&d), Err(VerifyError::Signature(_))));
+    // Edited output without re-signing: the hash catches it first.
+    let mut e = r.clone();
+    e.output.push('!');
+    assert!(matches!(check_fast(&e), Err(VerifyError::OutputHash)));
+}
+
+/// Zero false positives: honest receipts made singly and batched, with and without the KV
+/// cache, greedy and sampled, all pass re-execution (verified in batches).
+#[test]
+fn honest_receipts_all_pass() {
+    let mut m = honest_model();
+    let ps = prompts();
+    let mut receipts = Vec::new();
+    let made = |label: &str, rs: Vec<Receipt>, out: &mut Vec<(String, Receipt)>| {
+        for r in rs {
+            out.push((label.to_string(), r));
+        }
+    };
+    let sampling_for = |i: usize| match i % 4 {
+        0 => Sampling::greedy(16 + (i % 5) as u32 * 4),
+        1 => sampled(i as u64, 24),
+        2 => Sampling {
+            temperature: 1.2,
+            top_p: 1.0,
+            seed: i as u64,
+            max_tokens: 20,
+        },
+        _ => Sampling {
+            temperature: 0.5,
+            top_p: 0.5,
+            seed: i as u64,
+            max_tokens: 36,
+        },
+    };
+    // Singly, with KV cache: 8 prompts x 6 samplings.
+    for i in 0..48 {
+        let p = ps[i % ps.len()];
+        let r =
+            attest::generate(&mut m, &key(1), &chat(p), sampling_for(i), 1, &mut |_| {}).unwrap();
+        made("single", vec![r], &mut receipts);
+    }
+    // Batched, with KV cache: 8 batches of 8.
+    for b in 0..8 {
+        let jobs: Vec<_> = (0..8)
+            .map(|j| {
+                let i = 100 + b * 8 + j;
+                attest::prepare(&m, &chat(ps[(b + j) % ps.len()]), sampling_for(i)).unwrap()
+            })
+            .collect();
+        made(
+            "batched",
+            attest::generate_batch(&mut m, &key(1), &jobs, true, 1).unwrap(),
+            &mut receipts,
+        );
+    }
+    // Without KV cache (every step recomputes the whole sequence), batches of 4, short.
+    for b in 0..4 {
+        let jobs: Vec<_> = (0..4)
+            .map(|j| {
+                let i = 300 + b * 4 + j;
+                let mut s = sampling_for(i);
+                s.max_tokens = s.max_tokens.min(10);
+                attest::prepare(&m, &chat(ps[(b * 3 + j) % ps.len()]), s).unwrap()
+            })
+            .collect();
+        made(
+            "no-kv-cache",
+            attest::generate_batch(&mut m, &key(1), &jobs, false, 1).unwrap(),
+            &mut receipts,
+        );
+    }
+    assert!(receipts.len() >= 128);
+    let tol = Tolerance::default();
+    let mut worst = usize::MAX;
+    let mut worst_rel = 0f32;
+    for batch in receipts.chunks(8) {
+        let refs: Vec<&Receipt> = batch.iter().map(|(_, r)| r).collect();
+        for ((label, r), res) in batch.iter().zip(check_reexecute_batch(&refs, &mut m, &tol)) {
+            match res {
+                Ok(rep) => {
+                    worst = worst.min(rep.min_match_permille());
+                    worst_rel = worst_rel.max(rep.max_rel_err());
+                }
+                Err(e) => panic!(
+                    "honest {label} receipt rejected: {e}\n{}",
+                    serde_json::to_string(r).unwrap()
+                ),
+            }
+        }
+    }
+    eprintln!(
+        "{} honest receipts passed; worst chunk {worst}/1000 entries matched; max relative error {worst_rel:.2e}",
+        receipts.len()
+    );
+}
