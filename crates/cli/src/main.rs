@@ -66,8 +66,18 @@ struct InferArgs {
     #[arg(long, default_value = "smollm2-135m")]
     model: String,
     /// The user message (or raw text with --raw).
+    #[arg(long, required_unless_present = "prompts_file")]
+    prompt: Option<String>,
+    /// Many prompts, one per line, generated as one batch (receipts go to --receipt-dir).
+    #[arg(long, requires = "receipt_dir", conflicts_with = "prompt")]
+    prompts_file: Option<PathBuf>,
+    /// Directory for the receipts of --prompts-file (`0.json`, `1.json`, ...).
     #[arg(long)]
-    prompt: String,
+    receipt_dir: Option<PathBuf>,
+    /// Recompute the whole sequence at every step instead of using the KV cache (slow;
+    /// the receipt is the same).
+    #[arg(long)]
+    no_kv_cache: bool,
     /// System message (default: the model's own).
     #[arg(long)]
     system: Option<String>,
@@ -94,8 +104,12 @@ struct InferArgs {
 
 #[derive(Args, Debug)]
 struct VerifyArgs {
-    /// Receipt file (JSON).
-    receipt: PathBuf,
+    /// Receipt files (JSON).
+    #[arg(required = true)]
+    receipts: Vec<PathBuf>,
+    /// Require the receipt to be signed by this provider key (hex).
+    #[arg(long)]
+    provider: Option<vouch_types::Hash32>,
     /// Also re-run the model over prompt + output and compare (needs the model installed).
     #[arg(long)]
     reexecute: bool,
@@ -202,11 +216,9 @@ fn load_chat(home: &Path, name: &str) -> Result<ChatModel> {
     Ok(ChatModel::load(spec, home)?)
 }
 
-fn infer(home: &Path, a: InferArgs) -> Result<()> {
-    let key = keys::load_or_create(home)?;
-    let mut model = load_chat(home, &a.model)?;
-    let input = if a.raw {
-        Input::Completion(a.prompt.clone())
+fn make_input(a: &InferArgs, prompt: &str) -> Input {
+    if a.raw {
+        Input::Completion(prompt.to_string())
     } else {
         let mut msgs = Vec::new();
         if let Some(s) = &a.system {
@@ -215,9 +227,58 @@ fn infer(home: &Path, a: InferArgs) -> Result<()> {
                 content: s.clone(),
             });
         }
-        msgs.push(Message::user(&a.prompt));
+        msgs.push(Message::user(prompt));
         Input::Chat(msgs)
-    };
+    }
+}
+
+/// `--prompts-file`: every line is one request; batches of 16 run together.
+fn infer_batch(home: &Path, a: &InferArgs, file: &Path, dir: &Path) -> Result<()> {
+    let key = keys::load_or_create(home)?;
+    let mut model = load_chat(home, &a.model)?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let prompts: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let base_seed = a.seed.unwrap_or_else(rand::random);
+    let mut jobs = Vec::with_capacity(prompts.len());
+    for (i, p) in prompts.iter().enumerate() {
+        let sampling = Sampling {
+            temperature: a.temperature,
+            top_p: a.top_p,
+            seed: base_seed.wrapping_add(i as u64),
+            max_tokens: a.max_tokens,
+        };
+        jobs.push(attest::prepare(&model, &make_input(a, p), sampling)?);
+    }
+    let started = std::time::Instant::now();
+    let mut tokens = 0;
+    for (b, batch) in jobs.chunks(16).enumerate() {
+        let receipts = attest::generate_batch(&mut model, &key, batch, !a.no_kv_cache, now_unix())?;
+        for (j, r) in receipts.iter().enumerate() {
+            let i = b * 16 + j;
+            tokens += r.output_tokens.len();
+            write_receipt(&dir.join(format!("{i}.json")), r)?;
+            println!("{i}\t{}", r.output.replace('\n', " "));
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "[{} prompts, {tokens} tokens in {secs:.2}s ({:.1} tok/s), receipts in {}]",
+        jobs.len(),
+        tokens as f64 / secs,
+        dir.display()
+    );
+    Ok(())
+}
+
+fn infer(home: &Path, a: InferArgs) -> Result<()> {
+    if let (Some(file), Some(dir)) = (&a.prompts_file, &a.receipt_dir) {
+        return infer_batch(home, &a, file, dir);
+    }
+    let key = keys::load_or_create(home)?;
+    let mut model = load_chat(home, &a.model)?;
+    let input = make_input(&a, a.prompt.as_deref().unwrap_or_default());
     let sampling = Sampling {
         temperature: a.temperature,
         top_p: a.top_p,
@@ -231,21 +292,23 @@ fn infer(home: &Path, a: InferArgs) -> Result<()> {
     let mut printed = 0usize;
     let mut stdout = std::io::stdout();
     let stream = !a.json;
-    let g = model.generate(&job.request, &mut |t| {
-        if !stream {
-            return;
-        }
-        // Decode the whole prefix so characters split across tokens print whole.
-        streamed.push(t);
-        if let Ok(text) = tokenizer.decode(&streamed) {
-            if text.len() > printed && text.is_char_boundary(printed) {
-                let _ = stdout.write_all(&text.as_bytes()[printed..]);
-                let _ = stdout.flush();
-                printed = text.len();
+    let kv_cache = !a.no_kv_cache;
+    let mut g =
+        model.generate_batch(std::slice::from_ref(&job.request), kv_cache, &mut |_, t| {
+            if !stream {
+                return;
             }
-        }
-    })?;
-    let receipt = attest::receipt_for(&model, &key, &job, &g, now_unix())?;
+            // Decode the whole prefix so characters split across tokens print whole.
+            streamed.push(t);
+            if let Ok(text) = tokenizer.decode(&streamed) {
+                if text.len() > printed && text.is_char_boundary(printed) {
+                    let _ = stdout.write_all(&text.as_bytes()[printed..]);
+                    let _ = stdout.flush();
+                    printed = text.len();
+                }
+            }
+        })?;
+    let receipt = attest::receipt_for(&model, &key, &job, &g.remove(0), now_unix())?;
     let secs = started.elapsed().as_secs_f64();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&receipt)?);
@@ -310,51 +373,119 @@ fn embed(home: &Path, a: EmbedArgs) -> Result<()> {
     Ok(())
 }
 
+/// Models loaded on demand while verifying several receipts.
+#[derive(Default)]
+struct Verifiers {
+    chat: Option<ChatModel>,
+    embed: Option<Embedder>,
+}
+
+enum Outcome {
+    Valid(String),
+    Invalid(String),
+    Error(String),
+}
+
 fn verify(home: &Path, a: VerifyArgs) -> ExitCode {
-    let bytes = match std::fs::read(&a.receipt) {
+    let mut models = Verifiers::default();
+    let (mut invalid, mut errors) = (0, 0);
+    let many = a.receipts.len() > 1;
+    for path in &a.receipts {
+        let (outcome, receipt) = verify_one(home, &a, path, &mut models);
+        let label = if many {
+            format!("{}: ", path.display())
+        } else {
+            String::new()
+        };
+        match &outcome {
+            Outcome::Valid(_) => {}
+            Outcome::Invalid(_) => invalid += 1,
+            Outcome::Error(_) => errors += 1,
+        }
+        report(&a, &label, &outcome, receipt.as_ref());
+    }
+    if errors > 0 {
+        ExitCode::from(2)
+    } else if invalid > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn verify_one(
+    home: &Path,
+    a: &VerifyArgs,
+    path: &Path,
+    models: &mut Verifiers,
+) -> (Outcome, Option<Receipt>) {
+    let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("error: cannot read {}: {e}", a.receipt.display());
-            return ExitCode::from(2);
+            return (
+                Outcome::Error(format!("cannot read {}: {e}", path.display())),
+                None,
+            )
         }
     };
     // A file that is not a receipt at all is invalid (exit 1), not a usage error.
     let receipt: Receipt = match serde_json::from_slice(&bytes) {
         Ok(r) => r,
-        Err(e) => return report(&a, Err(format!("not a valid receipt: {e}")), None),
+        Err(e) => return (Outcome::Invalid(format!("not a valid receipt: {e}")), None),
     };
-    if let Err(e) = vouch_verify::check_fast(&receipt) {
-        return report(&a, Err(e.to_string()), Some(&receipt));
+    let outcome = verify_receipt(home, a, &receipt, models);
+    (outcome, Some(receipt))
+}
+
+fn verify_receipt(
+    home: &Path,
+    a: &VerifyArgs,
+    receipt: &Receipt,
+    models: &mut Verifiers,
+) -> Outcome {
+    if let Err(e) = vouch_verify::check_fast(receipt) {
+        return Outcome::Invalid(e.to_string());
+    }
+    if let Some(p) = &a.provider {
+        if let Err(e) = vouch_verify::check_provider(receipt, p) {
+            return Outcome::Invalid(e.to_string());
+        }
     }
     if !a.reexecute {
-        return report(
-            &a,
-            Ok("signature, hashes and fingerprint structure hold".into()),
-            Some(&receipt),
-        );
+        return Outcome::Valid("signature, hashes and fingerprint structure hold".into());
     }
     let Some(spec) = models::find_by_id(&receipt.model) else {
-        return report(
-            &a,
-            Err(format!(
-                "receipt names model {} which is not in this verifier's catalogue",
-                receipt.model
-            )),
-            Some(&receipt),
-        );
+        return Outcome::Invalid(format!(
+            "receipt names model {} which is not in this verifier's catalogue",
+            receipt.model
+        ));
     };
     let tol = vouch_inference::fingerprint::Tolerance::default();
-    let outcome = match receipt.kind {
-        ReceiptKind::Embedding => match Embedder::load(spec, home) {
-            Ok(m) => vouch_verify::check_reexecute_embedding(&receipt, &m)
-                .map(|d| format!("re-executed: embedding reproduced (max difference {d:.1e})")),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(2);
+    let result = match receipt.kind {
+        ReceiptKind::Embedding => {
+            if models
+                .embed
+                .as_ref()
+                .is_none_or(|m| m.id() != receipt.model)
+            {
+                match Embedder::load(spec, home) {
+                    Ok(m) => models.embed = Some(m),
+                    Err(e) => return Outcome::Error(e.to_string()),
+                }
             }
-        },
-        _ => match ChatModel::load(spec, home) {
-            Ok(mut m) => vouch_verify::check_reexecute(&receipt, &mut m, &tol).map(|rep| {
+            let m = models.embed.as_ref().expect("loaded above");
+            vouch_verify::check_reexecute_embedding(receipt, m)
+                .map(|d| format!("re-executed: embedding reproduced (max difference {d:.1e})"))
+        }
+        _ => {
+            if models.chat.as_ref().is_none_or(|m| m.id() != receipt.model) {
+                match ChatModel::load(spec, home) {
+                    Ok(m) => models.chat = Some(m),
+                    Err(e) => return Outcome::Error(e.to_string()),
+                }
+            }
+            let m = models.chat.as_mut().expect("loaded above");
+            vouch_verify::check_reexecute(receipt, m, &tol).map(|rep| {
                 format!(
                     "re-executed: {} fingerprint chunks match (worst {:.1}% of entries), {} tokens follow the sampling rule, prefill of {} tokens in {:.2}s",
                     rep.chunks.len(),
@@ -363,43 +494,37 @@ fn verify(home: &Path, a: VerifyArgs) -> ExitCode {
                     rep.prefill_tokens,
                     rep.seconds
                 )
-            }),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(2);
-            }
-        },
+            })
+        }
     };
-    report(&a, outcome.map_err(|e| e.to_string()), Some(&receipt))
+    match result {
+        Ok(m) => Outcome::Valid(m),
+        Err(vouch_verify::VerifyError::Engine(e)) => Outcome::Error(e.to_string()),
+        Err(e) => Outcome::Invalid(e.to_string()),
+    }
 }
 
-fn report(
-    a: &VerifyArgs,
-    outcome: std::result::Result<String, String>,
-    r: Option<&Receipt>,
-) -> ExitCode {
-    let (valid, msg) = match &outcome {
-        Ok(m) => (true, m.as_str()),
-        Err(m) => (false, m.as_str()),
+fn report(a: &VerifyArgs, label: &str, outcome: &Outcome, r: Option<&Receipt>) {
+    let (status, msg) = match outcome {
+        Outcome::Valid(m) => ("VALID", m),
+        Outcome::Invalid(m) => ("INVALID", m),
+        Outcome::Error(m) => ("ERROR", m),
     };
     if a.json {
         let v = serde_json::json!({
-            "valid": valid,
+            "valid": matches!(outcome, Outcome::Valid(_)),
+            "status": status.to_lowercase(),
             "reason": msg,
+            "file": label.trim_end_matches(": "),
             "receipt": r.map(|r| r.id().to_hex()),
             "model": r.map(|r| r.model.to_hex()),
             "provider": r.map(|r| r.provider.to_hex()),
             "reexecuted": a.reexecute,
         });
         println!("{v}");
-    } else if valid {
-        println!("VALID: {msg}");
+    } else if let Outcome::Error(m) = outcome {
+        eprintln!("{label}error: {m}");
     } else {
-        println!("INVALID: {msg}");
-    }
-    if valid {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
+        println!("{label}{status}: {msg}");
     }
 }
