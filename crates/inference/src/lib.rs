@@ -15,6 +15,7 @@ pub mod embed;
 pub mod fingerprint;
 pub mod llama;
 pub mod models;
+pub mod q4;
 pub mod sampling;
 pub mod tokenizer;
 

@@ -11,8 +11,9 @@
 //! (see docs/verification.md), and tolerances only have to absorb differences between
 //! machines and backends.
 
+use crate::q4::{Q41Matrix, Q80Matrix, Q8Rows};
 use crate::InferenceError;
-use candle_core::quantized::{gguf_file, QMatMul, QTensor};
+use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use rayon::prelude::*;
 use std::io::{Read, Seek};
@@ -31,16 +32,44 @@ pub struct LlamaConfig {
     pub rms_eps: f32,
 }
 
+/// A weight matrix: Q4_1 runs on our own kernel (`q4.rs`), anything else on candle's.
+enum Linear {
+    Q41(Q41Matrix),
+    Q80(Q80Matrix),
+    Candle(QMatMul),
+}
+
+impl Linear {
+    /// `x [n, cols]` (and its 8-bit quantization, shared by matrices with the same input)
+    /// times the matrix transposed.
+    fn forward(
+        &self,
+        x: &[f32],
+        xq: &Q8Rows,
+        n: usize,
+        cols: usize,
+    ) -> Result<Vec<f32>, InferenceError> {
+        match self {
+            Linear::Q41(m) => Ok(m.matmul(xq)),
+            Linear::Q80(m) => Ok(m.matmul(xq)),
+            Linear::Candle(m) => {
+                let t = Tensor::from_slice(x, (n, cols), &Device::Cpu)?;
+                Ok(m.forward(&t)?.flatten_all()?.to_vec1::<f32>()?)
+            }
+        }
+    }
+}
+
 struct Layer {
     attn_norm: Vec<f32>,
     ffn_norm: Vec<f32>,
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
-    wo: QMatMul,
-    w_gate: QMatMul,
-    w_up: QMatMul,
-    w_down: QMatMul,
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
+    wo: Linear,
+    w_gate: Linear,
+    w_up: Linear,
+    w_down: Linear,
 }
 
 /// Weights of one model, shared read-only by all sequences.
@@ -49,7 +78,7 @@ pub struct Llama {
     embed: Vec<f32>,
     layers: Vec<Layer>,
     norm: Vec<f32>,
-    lm_head: QMatMul,
+    lm_head: Linear,
     /// cos/sin per (position, frequency), filled lazily up to the longest position seen.
     rope_freqs: Vec<f32>,
 }
@@ -211,6 +240,28 @@ impl Llama {
             }
             QMatMul::from_qtensor(t).map_err(|e| InferenceError::Format(format!("{name}: {e}")))
         };
+        let linear =
+            |t: QTensor, rows: usize, cols: usize, name: &str| -> Result<Linear, InferenceError> {
+                if t.shape().dims() == [rows, cols] {
+                    let bytes = t
+                        .data()
+                        .map_err(|e| InferenceError::Format(format!("{name}: {e}")))?;
+                    match t.dtype() {
+                        GgmlDType::Q4_1 => {
+                            if let Some(m) = Q41Matrix::from_gguf_bytes(&bytes, rows, cols) {
+                                return Ok(Linear::Q41(m));
+                            }
+                        }
+                        GgmlDType::Q8_0 => {
+                            if let Some(m) = Q80Matrix::from_gguf_bytes(&bytes, rows, cols) {
+                                return Ok(Linear::Q80(m));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(Linear::Candle(qmm(t, rows, cols, name)?))
+            };
         let embed_q = tensor("token_embd.weight")?;
         let embed = f32_vec(&embed_q, cfg.vocab * cfg.hidden, "token_embd.weight")?;
         let norm = f32_vec(
@@ -219,8 +270,8 @@ impl Llama {
             "output_norm.weight",
         )?;
         let lm_head = match tensor("output.weight") {
-            Ok(t) => qmm(t, cfg.vocab, cfg.hidden, "output.weight")?,
-            Err(_) => qmm(embed_q, cfg.vocab, cfg.hidden, "token_embd.weight")?,
+            Ok(t) => linear(t, cfg.vocab, cfg.hidden, "output.weight")?,
+            Err(_) => linear(embed_q, cfg.vocab, cfg.hidden, "token_embd.weight")?,
         };
         let kv = cfg.n_kv_head * cfg.head_dim;
         let mut layers = Vec::with_capacity(cfg.n_layer);
@@ -230,18 +281,18 @@ impl Llama {
             layers.push(Layer {
                 attn_norm: f32_vec(&tensor(&n("attn_norm"))?, cfg.hidden, &n("attn_norm"))?,
                 ffn_norm: f32_vec(&tensor(&n("ffn_norm"))?, cfg.hidden, &n("ffn_norm"))?,
-                wq: qmm(tensor(&n("attn_q"))?, cfg.hidden, cfg.hidden, &n("attn_q"))?,
-                wk: qmm(tensor(&n("attn_k"))?, kv, cfg.hidden, &n("attn_k"))?,
-                wv: qmm(tensor(&n("attn_v"))?, kv, cfg.hidden, &n("attn_v"))?,
-                wo: qmm(
+                wq: linear(tensor(&n("attn_q"))?, cfg.hidden, cfg.hidden, &n("attn_q"))?,
+                wk: linear(tensor(&n("attn_k"))?, kv, cfg.hidden, &n("attn_k"))?,
+                wv: linear(tensor(&n("attn_v"))?, kv, cfg.hidden, &n("attn_v"))?,
+                wo: linear(
                     tensor(&n("attn_output"))?,
                     cfg.hidden,
                     cfg.hidden,
                     &n("attn_output"),
                 )?,
-                w_gate: qmm(tensor(&n("ffn_gate"))?, cfg.ffn, cfg.hidden, &n("ffn_gate"))?,
-                w_up: qmm(tensor(&n("ffn_up"))?, cfg.ffn, cfg.hidden, &n("ffn_up"))?,
-                w_down: qmm(tensor(&n("ffn_down"))?, cfg.hidden, cfg.ffn, &n("ffn_down"))?,
+                w_gate: linear(tensor(&n("ffn_gate"))?, cfg.ffn, cfg.hidden, &n("ffn_gate"))?,
+                w_up: linear(tensor(&n("ffn_up"))?, cfg.ffn, cfg.hidden, &n("ffn_up"))?,
+                w_down: linear(tensor(&n("ffn_down"))?, cfg.hidden, cfg.ffn, &n("ffn_down"))?,
             });
         }
         Ok(Self {
@@ -295,16 +346,6 @@ impl Llama {
         }
     }
 
-    fn matmul(
-        w: &QMatMul,
-        x: &[f32],
-        rows: usize,
-        cols: usize,
-    ) -> Result<Vec<f32>, InferenceError> {
-        let t = Tensor::from_slice(x, (rows, cols), &Device::Cpu)?;
-        Ok(w.forward(&t)?.flatten_all()?.to_vec1::<f32>()?)
-    }
-
     /// Runs the new tokens of every sequence through the model, appending to their caches.
     /// Returns the final (normed) hidden states of all new tokens, concatenated in
     /// sequence order, `[total_new_tokens * hidden]`.
@@ -347,9 +388,10 @@ impl Llama {
         let scale = 1.0 / (hd as f32).sqrt();
         for (li, layer) in self.layers.iter().enumerate() {
             rms_norm(&x, &layer.attn_norm, cfg.rms_eps, &mut xn);
-            let mut q = Self::matmul(&layer.wq, &xn, n, h)?;
-            let mut k = Self::matmul(&layer.wk, &xn, n, h)?;
-            let v = Self::matmul(&layer.wv, &xn, n, h)?;
+            let xq = Q8Rows::quantize(&xn, h);
+            let mut q = layer.wq.forward(&xn, &xq, n, h)?;
+            let mut k = layer.wk.forward(&xn, &xq, n, h)?;
+            let v = layer.wv.forward(&xn, &xq, n, h)?;
             for (r, &pos) in positions.iter().enumerate() {
                 self.rope(&mut q[r * h..(r + 1) * h], pos);
                 self.rope(&mut k[r * kv_dim..(r + 1) * kv_dim], pos);
@@ -402,17 +444,20 @@ impl Llama {
                 }
                 row0 += m;
             }
-            let o = Self::matmul(&layer.wo, &attn, n, h)?;
+            let o = layer.wo.forward(&attn, &Q8Rows::quantize(&attn, h), n, h)?;
             for (xv, ov) in x.iter_mut().zip(&o) {
                 *xv += ov;
             }
             rms_norm(&x, &layer.ffn_norm, cfg.rms_eps, &mut xn);
-            let gate = Self::matmul(&layer.w_gate, &xn, n, h)?;
-            let mut up = Self::matmul(&layer.w_up, &xn, n, h)?;
+            let xq = Q8Rows::quantize(&xn, h);
+            let gate = layer.w_gate.forward(&xn, &xq, n, h)?;
+            let mut up = layer.w_up.forward(&xn, &xq, n, h)?;
             for (u, g) in up.iter_mut().zip(&gate) {
                 *u *= g / (1.0 + (-g).exp());
             }
-            let down = Self::matmul(&layer.w_down, &up, n, cfg.ffn)?;
+            let down = layer
+                .w_down
+                .forward(&up, &Q8Rows::quantize(&up, cfg.ffn), n, cfg.ffn)?;
             for (xv, dv) in x.iter_mut().zip(&down) {
                 *xv += dv;
             }
@@ -430,6 +475,11 @@ impl Llama {
         if rows == 0 {
             return Ok(Vec::new());
         }
-        Self::matmul(&self.lm_head, hidden, rows, self.cfg.hidden)
+        self.lm_head.forward(
+            hidden,
+            &Q8Rows::quantize(hidden, self.cfg.hidden),
+            rows,
+            self.cfg.hidden,
+        )
     }
 }

@@ -14,6 +14,10 @@ use vouch_types::Sampling;
 pub const GREEDY_LOGIT_MARGIN: f32 = 1e-3;
 /// Probability slack accepted by [`check`] at interval edges and at the top-p cut.
 pub const PROB_MARGIN: f64 = 1e-4;
+/// Tokens less likely than this are never candidates (part of the rule; it spares sorting
+/// the whole vocabulary at every position: their total mass is below 1e-4 for any
+/// vocabulary under 100k tokens).
+pub const MIN_PROB: f64 = 1e-9;
 
 /// The uniform draw for output position `index`.
 pub fn uniform(seed: u64, index: u32) -> f64 {
@@ -47,15 +51,17 @@ struct Nucleus {
 fn nucleus(logits: &[f32], temperature: f32, top_p: f32) -> Nucleus {
     let t = temperature as f64;
     let mx = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-    let mut order: Vec<(u32, f64)> = logits
+    let weights: Vec<f64> = logits
+        .iter()
+        .map(|&l| ((l as f64 - mx) / t).exp())
+        .collect();
+    let z: f64 = weights.iter().sum();
+    let mut order: Vec<(u32, f64)> = weights
         .iter()
         .enumerate()
-        .map(|(i, &l)| (i as u32, ((l as f64 - mx) / t).exp()))
+        .map(|(i, &w)| (i as u32, w / z))
+        .filter(|p| p.1 >= MIN_PROB)
         .collect();
-    let z: f64 = order.iter().map(|p| p.1).sum();
-    for p in order.iter_mut() {
-        p.1 /= z;
-    }
     order.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     let top_p = (top_p as f64).clamp(0.0, 1.0);
     let mut cum = 0.0;
@@ -133,11 +139,12 @@ pub fn check(logits: &[f32], s: &Sampling, index: u32, claimed: u32) -> Result<(
         });
     }
     let nu = nucleus(logits, s.temperature, s.top_p);
-    let rank = nu
-        .order
-        .iter()
-        .position(|p| p.0 == claimed)
-        .expect("every id is ranked");
+    let Some(rank) = nu.order.iter().position(|p| p.0 == claimed) else {
+        return Err(SampleMismatch::OutsideNucleus {
+            claimed,
+            mass_before: nu.order.iter().map(|p| p.1).sum(),
+        });
+    };
     let mass_before: f64 = nu.order[..rank].iter().map(|p| p.1).sum();
     if rank >= nu.kept && mass_before >= s.top_p as f64 + PROB_MARGIN {
         return Err(SampleMismatch::OutsideNucleus {
