@@ -77,8 +77,10 @@ impl ChatModel {
                 spec.name
             )));
         }
+        // check_files has just hashed the weights against the pinned value; the id
+        // follows from it without hashing 100 MB a second time.
         models::check_files(spec, home)?;
-        let mut m = Self::load_gguf(&spec.path(home, 0))?;
+        let mut m = Self::open(&spec.path(home, 0), spec.id())?;
         m.name = spec.name.to_string();
         Ok(m)
     }
@@ -89,6 +91,10 @@ impl ChatModel {
             path: path.to_path_buf(),
             source: e,
         })?;
+        Self::open(path, models::model_id_from_file_hashes(&[hash]))
+    }
+
+    fn open(path: &Path, id: ContentId) -> Result<Self, InferenceError> {
         let mut f = std::fs::File::open(path).map_err(|e| InferenceError::Io {
             path: path.to_path_buf(),
             source: e,
@@ -125,7 +131,7 @@ impl ChatModel {
         Ok(Self {
             llama,
             tokenizer,
-            id: models::model_id_from_file_hashes(&[hash]),
+            id,
             name: path
                 .file_name()
                 .and_then(|n| n.to_str())
