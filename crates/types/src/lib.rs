@@ -6,6 +6,7 @@
 pub mod encoding;
 pub mod ids;
 pub mod receipt;
+pub mod tx;
 
 pub use encoding::{DecodeError, Decoder, Encoder};
 pub use ids::{ContentId, Hash32, IdParseError};
@@ -13,3 +14,5 @@ pub use receipt::{
     ChunkProof, EmbeddingOutput, Fingerprint, FinishReason, Receipt, ReceiptKind, Sampling,
     SignedBody, RECEIPT_VERSION,
 };
+pub use receipt::{Inclusion, InclusionProof};
+pub use tx::{Action, Address, Block, Certificate, Header, Tx, Vote};

@@ -206,6 +206,28 @@ pub struct Receipt {
     pub provider: Hash32,
     /// ed25519 signature over [`Receipt::signed_body`], hex (64 bytes).
     pub signature: String,
+    /// Where the ledger committed this receipt (not signed by the provider: it is checked
+    /// against the block header and the header's finality certificate instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inclusion: Option<Inclusion>,
+}
+
+/// A Merkle path from a receipt id to a block's receipt root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InclusionProof {
+    pub index: u64,
+    pub leaves: u64,
+    pub path: Vec<Hash32>,
+}
+
+/// Proof that a receipt was committed on the ledger: the job it answered, the block
+/// header, the Merkle path to the header's receipt root, and the header's certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inclusion {
+    pub job: Hash32,
+    pub header: crate::tx::Header,
+    pub proof: InclusionProof,
+    pub certificate: crate::tx::Certificate,
 }
 
 /// The canonical bytes a provider signs.

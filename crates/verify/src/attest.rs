@@ -83,6 +83,7 @@ pub fn receipt_for(
         created_at,
         provider: Hash32::default(),
         signature: String::new(),
+        inclusion: None,
     };
     vouch_crypto::sign_receipt(key, &mut r);
     Ok(r)
@@ -149,6 +150,7 @@ pub fn embed(
         created_at,
         provider: Hash32::default(),
         signature: String::new(),
+        inclusion: None,
     };
     vouch_crypto::sign_receipt(key, &mut r);
     Ok(r)

@@ -1,0 +1,165 @@
+//! Canonical encoding of the state for its root hash.
+//!
+//! Every map is a `BTreeMap`, so iteration order is the key order and the encoding is a
+//! function of the state's contents alone. The root is one BLAKE3 pass over it: O(state)
+//! per block, which is cheap at the sizes a single chain reaches between settlements
+//! (settled jobs leave the state). An authenticated tree with per-account proofs is the
+//! upgrade path when light clients need to prove balances.
+
+use crate::{Account, DataItem, Job, Model, Params, Provider, State};
+use vouch_types::{Encoder, Hash32};
+
+const DOMAIN: &str = "vouch 2026 state root v1";
+
+fn opt(e: &mut Encoder, v: &Option<Hash32>) {
+    match v {
+        None => {
+            e.u8(0);
+        }
+        Some(h) => {
+            e.u8(1).fixed(h.as_bytes());
+        }
+    }
+}
+
+fn params(e: &mut Encoder, p: &Params) {
+    e.u64(p.min_tx_fee)
+        .u64(p.unbonding_period_ms)
+        .u64(p.min_provider_stake)
+        .u64(p.job_timeout_ms)
+        .u64(p.challenge_window_ms)
+        .u64(p.dispute_period_ms)
+        .u32(p.validator_fee_bps.into())
+        .u32(p.max_royalty_bps.into())
+        .u32(p.slash_bps.into())
+        .u32(p.reporter_reward_bps.into())
+        .u32(p.audit_rate_ppm)
+        .u32(p.max_unbonding_entries);
+}
+
+fn account(e: &mut Encoder, a: &Account) {
+    e.u64(a.balance).u64(a.nonce).u64(a.stake);
+    e.u32(a.unbonding.len() as u32);
+    for u in &a.unbonding {
+        e.u64(u.amount).u64(u.release_at);
+    }
+}
+
+fn provider(e: &mut Encoder, p: &Provider) {
+    e.u32(p.models.len() as u32);
+    for m in &p.models {
+        e.fixed(m.as_bytes());
+    }
+    e.u64(p.price_per_token)
+        .u32(p.capacity)
+        .str(&p.endpoint)
+        .u32(p.in_flight)
+        .u64(p.jobs_settled)
+        .u64(p.jobs_failed)
+        .u64(p.jobs_expired);
+}
+
+fn model(e: &mut Encoder, m: &Model) {
+    e.str(&m.name).str(&m.version);
+    opt(e, &m.parent);
+    e.str(&m.licence)
+        .fixed(m.author.as_bytes())
+        .u32(m.royalty_bps.into())
+        .u64(m.registered_height);
+}
+
+fn data(e: &mut Encoder, d: &DataItem) {
+    e.str(&d.source)
+        .str(&d.licence)
+        .fixed(d.contributor.as_bytes())
+        .u64(d.registered_height);
+}
+
+fn job(e: &mut Encoder, j: &Job) {
+    e.fixed(j.client.as_bytes())
+        .fixed(j.provider.as_bytes())
+        .fixed(j.model.as_bytes())
+        .fixed(j.input_hash.as_bytes())
+        .u32(j.max_tokens)
+        .u64(j.escrow)
+        .u64(j.price_per_token)
+        .u64(j.submitted_at)
+        .u8(j.status.tag());
+    match &j.result {
+        None => {
+            e.u8(0);
+        }
+        Some(r) => {
+            e.u8(1)
+                .fixed(r.receipt.as_bytes())
+                .fixed(r.output_hash.as_bytes())
+                .fixed(r.fingerprint.as_bytes())
+                .u32(r.prompt_tokens)
+                .u32(r.output_tokens)
+                .u64(r.charge)
+                .u64(r.committed_at);
+        }
+    }
+    e.u8(u8::from(j.audit_selected));
+    opt(e, &j.auditor);
+    e.u32(j.votes.len() as u32);
+    for (v, g) in &j.votes {
+        e.fixed(v.as_bytes()).u8(u8::from(*g));
+    }
+    e.u64(j.due);
+}
+
+/// Canonical bytes of the whole state.
+pub fn encode(s: &State) -> Vec<u8> {
+    let mut e = Encoder::new();
+    e.fixed(s.chain.as_bytes());
+    params(&mut e, &s.params);
+    e.u64(s.height).u64(s.time).fixed(s.last_block.as_bytes());
+    e.u64(s.accounts.len() as u64);
+    for (k, v) in &s.accounts {
+        e.fixed(k.as_bytes());
+        account(&mut e, v);
+    }
+    e.u64(s.validators.len() as u64);
+    for v in &s.validators {
+        e.fixed(v.as_bytes());
+    }
+    e.u64(s.providers.len() as u64);
+    for (k, v) in &s.providers {
+        e.fixed(k.as_bytes());
+        provider(&mut e, v);
+    }
+    e.u64(s.models.len() as u64);
+    for (k, v) in &s.models {
+        e.fixed(k.as_bytes());
+        model(&mut e, v);
+    }
+    e.u64(s.data.len() as u64);
+    for (k, v) in &s.data {
+        e.fixed(k.as_bytes());
+        data(&mut e, v);
+    }
+    e.u64(s.jobs.len() as u64);
+    for (k, v) in &s.jobs {
+        e.fixed(k.as_bytes());
+        job(&mut e, v);
+    }
+    // The timer sets are derived from jobs and accounts; hashing them too makes an
+    // inconsistency between them show up as a root mismatch.
+    e.u64(s.job_timers.len() as u64);
+    for (t, j) in &s.job_timers {
+        e.u64(*t).fixed(j.as_bytes());
+    }
+    e.u64(s.unbond_timers.len() as u64);
+    for (t, a) in &s.unbond_timers {
+        e.u64(*t).fixed(a.as_bytes());
+    }
+    e.u64(s.supply.genesis)
+        .u64(s.supply.minted)
+        .u64(s.supply.burned);
+    e.finish()
+}
+
+pub fn state_root(s: &State) -> Hash32 {
+    Hash32::digest(DOMAIN, &[&encode(s)])
+}
