@@ -109,7 +109,10 @@ impl Genesis {
         for m in &self.models {
             if let Some(p) = &m.parent {
                 if !models.contains_key(p) {
-                    return Err(GenesisError::Model(m.id, "parent must be listed before".into()));
+                    return Err(GenesisError::Model(
+                        m.id,
+                        "parent must be listed before".into(),
+                    ));
                 }
             }
             if m.royalty_bps > self.params.max_royalty_bps {
@@ -132,7 +135,10 @@ impl Genesis {
         for p in &self.providers {
             for m in &p.models {
                 if !models.contains_key(m) {
-                    return Err(GenesisError::Provider(p.address, format!("unknown model {m}")));
+                    return Err(GenesisError::Provider(
+                        p.address,
+                        format!("unknown model {m}"),
+                    ));
                 }
             }
             if p.capacity == 0 {

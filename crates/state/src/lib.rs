@@ -390,7 +390,10 @@ pub fn bps_of(amount: u64, bps: u16) -> u64 {
 /// Whether `job` is chosen for audit under `seed` at `rate_ppm`: uniform, and unknown to
 /// the provider until the block that commits its result is proposed.
 pub fn audit_selected(seed: &Hash32, job: &Hash32, rate_ppm: u32) -> bool {
-    let h = Hash32::digest("vouch 2026 audit selection v1", &[seed.as_bytes(), job.as_bytes()]);
+    let h = Hash32::digest(
+        "vouch 2026 audit selection v1",
+        &[seed.as_bytes(), job.as_bytes()],
+    );
     let x = u32::from_le_bytes([h.0[0], h.0[1], h.0[2], h.0[3]]) % 1_000_000;
     x < rate_ppm
 }
@@ -686,7 +689,9 @@ impl State {
                     });
                 }
                 if models.is_empty() {
-                    return Err(TxError::InvalidField("a provider must serve a model".into()));
+                    return Err(TxError::InvalidField(
+                        "a provider must serve a model".into(),
+                    ));
                 }
                 let distinct: BTreeSet<_> = models.iter().collect();
                 if distinct.len() != models.len() {
@@ -701,7 +706,9 @@ impl State {
                     return Err(TxError::InvalidField("capacity must be at least 1".into()));
                 }
                 if endpoint.chars().any(char::is_control) {
-                    return Err(TxError::InvalidField("endpoint has control characters".into()));
+                    return Err(TxError::InvalidField(
+                        "endpoint has control characters".into(),
+                    ));
                 }
                 Plan::Simple
             }
@@ -767,7 +774,9 @@ impl State {
                     return Err(TxError::ProviderBusy(*provider));
                 }
                 if *max_tokens == 0 {
-                    return Err(TxError::InvalidField("max_tokens must be at least 1".into()));
+                    return Err(TxError::InvalidField(
+                        "max_tokens must be at least 1".into(),
+                    ));
                 }
                 let id = tx.id(&self.chain);
                 if self.jobs.contains_key(&id) {
@@ -1111,7 +1120,11 @@ impl State {
     }
 
     /// Checks a block against this state and applies it. On error nothing changes.
-    pub fn apply_block(&mut self, block: &Block, check_signatures: bool) -> Result<Applied, BlockError> {
+    pub fn apply_block(
+        &mut self,
+        block: &Block,
+        check_signatures: bool,
+    ) -> Result<Applied, BlockError> {
         let h = &block.header;
         self.check_header_link(h)?;
         if block.txs.len() > vouch_types::tx::MAX_BLOCK_TXS {
@@ -1208,7 +1221,13 @@ impl State {
     /// Builds the next block from candidate transactions: the ones that apply are
     /// included in order, the others are returned with the reason. The returned block has
     /// an empty certificate; the consensus engine adds it. `self` is not changed.
-    pub fn propose(&self, candidates: &[Tx], time: u64, proposer: Address, prechecked: bool) -> Proposal {
+    pub fn propose(
+        &self,
+        candidates: &[Tx],
+        time: u64,
+        proposer: Address,
+        prechecked: bool,
+    ) -> Proposal {
         let time = time.max(self.time);
         let ctx = Ctx {
             time,
@@ -1253,11 +1272,8 @@ impl State {
             receipt_root: vouch_crypto::merkle::root(&applied.receipts),
             state_root: Hash32::default(),
         };
-        // The state root covers height, time and the parent, but not this header's id
-        // (which depends on the root): `last_block` is set after the root is taken.
         next.height = header.height;
         next.time = time;
-        next.last_block = self.last_block;
         header.state_root = next.root();
         next.last_block = header.id();
         Proposal {

@@ -31,11 +31,31 @@ fn net() -> Net {
         time: 1_000,
         params,
         accounts: vec![
-            GenesisAccount { address: a(0), balance: 1_000_000, stake: 0 },
-            GenesisAccount { address: a(1), balance: 10_000, stake: 100_000 },
-            GenesisAccount { address: a(2), balance: 10_000, stake: 50_000 },
-            GenesisAccount { address: a(3), balance: 0, stake: 0 },
-            GenesisAccount { address: a(4), balance: 10_000, stake: 50_000 },
+            GenesisAccount {
+                address: a(0),
+                balance: 1_000_000,
+                stake: 0,
+            },
+            GenesisAccount {
+                address: a(1),
+                balance: 10_000,
+                stake: 100_000,
+            },
+            GenesisAccount {
+                address: a(2),
+                balance: 10_000,
+                stake: 50_000,
+            },
+            GenesisAccount {
+                address: a(3),
+                balance: 0,
+                stake: 0,
+            },
+            GenesisAccount {
+                address: a(4),
+                balance: 10_000,
+                stake: 50_000,
+            },
         ],
         validators: vec![a(2), a(4)],
         models: vec![GenesisModel {
@@ -56,7 +76,12 @@ fn net() -> Net {
         }],
     };
     let state = g.state().unwrap();
-    Net { keys, state, nonces: vec![0; 6], time: 1_000 }
+    Net {
+        keys,
+        state,
+        nonces: vec![0; 6],
+        time: 1_000,
+    }
 }
 
 impl Net {
@@ -85,10 +110,17 @@ impl Net {
     fn reject(&mut self, i: usize, action: Action) -> TxError {
         let tx = self.tx(i, action);
         self.nonces[i] -= 1;
-        let ctx = Ctx { time: self.time, proposer: self.addr(2), seed: self.state.seed() };
+        let ctx = Ctx {
+            time: self.time,
+            proposer: self.addr(2),
+            seed: self.state.seed(),
+        };
         let before = self.state.clone();
         let err = self.state.apply_tx(&tx, &ctx).unwrap_err();
-        assert_eq!(self.state, before, "a rejected transaction changed the state");
+        assert_eq!(
+            self.state, before,
+            "a rejected transaction changed the state"
+        );
         err
     }
     fn balance(&self, i: usize) -> u64 {
@@ -98,27 +130,33 @@ impl Net {
 
 fn submit(n: &mut Net, max_fee: u64) -> Hash32 {
     let provider = n.addr(1);
-    let tx = n.tx(0, Action::SubmitJob {
-        model: MODEL,
-        provider,
-        input_hash: Hash32([1; 32]),
-        max_tokens: 100,
-        max_fee,
-    });
+    let tx = n.tx(
+        0,
+        Action::SubmitJob {
+            model: MODEL,
+            provider,
+            input_hash: Hash32([1; 32]),
+            max_tokens: 100,
+            max_fee,
+        },
+    );
     let id = tx.id(&n.state.chain);
     n.block(10, vec![tx]);
     id
 }
 
 fn commit(n: &mut Net, job: Hash32, tokens: u32) {
-    let tx = n.tx(1, Action::CommitResult {
-        job,
-        receipt: Hash32([2; 32]),
-        output_hash: Hash32([3; 32]),
-        fingerprint: Hash32([4; 32]),
-        prompt_tokens: 20,
-        output_tokens: tokens,
-    });
+    let tx = n.tx(
+        1,
+        Action::CommitResult {
+            job,
+            receipt: Hash32([2; 32]),
+            output_hash: Hash32([3; 32]),
+            fingerprint: Hash32([4; 32]),
+            prompt_tokens: 20,
+            output_tokens: tokens,
+        },
+    );
     n.block(10, vec![tx]);
 }
 
@@ -127,15 +165,28 @@ fn honest_job_settles_with_fee_split() {
     let mut n = net();
     let c0 = n.balance(0);
     let job = submit(&mut n, 5_000);
-    assert_eq!(n.balance(0), c0 - 1 - 5_000, "fee and escrow leave the client");
+    assert_eq!(
+        n.balance(0),
+        c0 - 1 - 5_000,
+        "fee and escrow leave the client"
+    );
     commit(&mut n, job, 30);
     // 50 tokens at 10 = 500 charged. Settles after the challenge window.
     let (p0, v0, a0) = (n.balance(1), n.balance(2), n.balance(3));
     let window = n.state.params.challenge_window_ms;
     let ev = n.block(window, vec![]);
-    let settled = ev.iter().find(|e| matches!(e, Event::JobSettled { .. })).unwrap();
+    let settled = ev
+        .iter()
+        .find(|e| matches!(e, Event::JobSettled { .. }))
+        .unwrap();
     match settled {
-        Event::JobSettled { refund, provider_amount, validator_amount, royalty, .. } => {
+        Event::JobSettled {
+            refund,
+            provider_amount,
+            validator_amount,
+            royalty,
+            ..
+        } => {
             assert_eq!(*refund, 4_500);
             assert_eq!(*validator_amount, 25); // 5 %
             assert_eq!(*royalty, 50); // 10 %
@@ -157,14 +208,22 @@ fn failed_audit_slashes_and_rewards_the_auditor() {
     let mut n = net();
     let job = submit(&mut n, 5_000);
     commit(&mut n, job, 30);
-    assert!(n.state.jobs[&job].audit_selected, "audit rate 1.0 selects every job");
+    assert!(
+        n.state.jobs[&job].audit_selected,
+        "audit rate 1.0 selects every job"
+    );
     let c_before = n.balance(0);
     let v = n.tx(2, Action::AuditVerdict { job, pass: false });
     n.block(10, vec![v]);
     let stake_before = n.state.account(&n.addr(1)).stake;
     let ev = n.block(n.state.params.challenge_window_ms, vec![]);
     let slash = ev.iter().find_map(|e| match e {
-        Event::Slashed { amount, reward, burned, .. } => Some((*amount, *reward, *burned)),
+        Event::Slashed {
+            amount,
+            reward,
+            burned,
+            ..
+        } => Some((*amount, *reward, *burned)),
         _ => None,
     });
     let (amount, reward, burned) = slash.expect("slashed");
@@ -193,9 +252,14 @@ fn dispute_won_by_the_provider_slashes_the_auditor() {
     let auditor_stake = n.state.account(&n.addr(2)).stake;
     let r = n.tx(4, Action::ResolveDispute { job, guilty: false });
     let ev = n.block(10, vec![r]);
-    assert!(ev.iter().any(|e| matches!(e, Event::Slashed { offender, .. } if *offender == n.addr(2))));
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, Event::Slashed { offender, .. } if *offender == n.addr(2))));
     assert!(ev.iter().any(|e| matches!(e, Event::JobSettled { .. })));
-    assert_eq!(n.state.account(&n.addr(2)).stake, auditor_stake - auditor_stake / 10);
+    assert_eq!(
+        n.state.account(&n.addr(2)).stake,
+        auditor_stake - auditor_stake / 10
+    );
 }
 
 #[test]
@@ -204,10 +268,16 @@ fn unsubmitted_result_expires_and_refunds() {
     let c0 = n.balance(0);
     let _job = submit(&mut n, 5_000);
     let ev = n.block(n.state.params.job_timeout_ms, vec![]);
-    assert!(ev.iter().any(|e| matches!(e, Event::JobExpired { refund: 5_000, .. })));
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, Event::JobExpired { refund: 5_000, .. })));
     assert_eq!(n.balance(0), c0 - 1);
     let p = &n.state.providers[&n.addr(1)];
-    assert_eq!((p.in_flight, p.jobs_expired), (0, 1), "capacity is released");
+    assert_eq!(
+        (p.in_flight, p.jobs_expired),
+        (0, 1),
+        "capacity is released"
+    );
 }
 
 #[test]
@@ -221,7 +291,9 @@ fn unbonding_waits_for_the_period() {
     n.block(n.state.params.unbonding_period_ms - 1, vec![]);
     assert_eq!(n.balance(1), b0 - 1);
     let ev = n.block(1, vec![]);
-    assert!(ev.iter().any(|e| matches!(e, Event::Unbonded { amount: 40_000, .. })));
+    assert!(ev
+        .iter()
+        .any(|e| matches!(e, Event::Unbonded { amount: 40_000, .. })));
     assert_eq!(n.balance(1), b0 - 1 + 40_000);
 }
 
@@ -229,48 +301,69 @@ fn unbonding_waits_for_the_period() {
 fn registries_record_lineage_and_deduplicate_data() {
     let mut n = net();
     let child = Hash32([8; 32]);
-    let m = n.tx(3 - 3, Action::RegisterModel {
-        id: child,
-        name: "smollm2-legal".into(),
-        version: "1.1".into(),
-        parent: Some(MODEL),
-        licence: "apache-2.0".into(),
-        royalty_bps: 500,
-    });
-    let d = n.tx(0, Action::RegisterData {
-        id: Hash32([9; 32]),
-        source: "corpus".into(),
-        licence: "cc-by-4.0".into(),
-    });
+    let m = n.tx(
+        3 - 3,
+        Action::RegisterModel {
+            id: child,
+            name: "smollm2-legal".into(),
+            version: "1.1".into(),
+            parent: Some(MODEL),
+            licence: "apache-2.0".into(),
+            royalty_bps: 500,
+        },
+    );
+    let d = n.tx(
+        0,
+        Action::RegisterData {
+            id: Hash32([9; 32]),
+            source: "corpus".into(),
+            licence: "cc-by-4.0".into(),
+        },
+    );
     n.block(10, vec![m, d]);
     assert_eq!(n.state.models[&child].parent, Some(MODEL));
     assert_eq!(n.state.models[&child].author, n.addr(0));
-    let err = n.reject(2, Action::RegisterData {
-        id: Hash32([9; 32]),
-        source: "again".into(),
-        licence: "x".into(),
-    });
-    assert_eq!(err, TxError::DuplicateData { id: Hash32([9; 32]), contributor: n.addr(0) });
-    assert_eq!(
-        n.reject(2, Action::RegisterModel {
-            id: Hash32([10; 32]),
-            name: "x".into(),
-            version: "1".into(),
-            parent: Some(Hash32([11; 32])),
+    let err = n.reject(
+        2,
+        Action::RegisterData {
+            id: Hash32([9; 32]),
+            source: "again".into(),
             licence: "x".into(),
-            royalty_bps: 0,
-        }),
+        },
+    );
+    assert_eq!(
+        err,
+        TxError::DuplicateData {
+            id: Hash32([9; 32]),
+            contributor: n.addr(0)
+        }
+    );
+    assert_eq!(
+        n.reject(
+            2,
+            Action::RegisterModel {
+                id: Hash32([10; 32]),
+                name: "x".into(),
+                version: "1".into(),
+                parent: Some(Hash32([11; 32])),
+                licence: "x".into(),
+                royalty_bps: 0,
+            }
+        ),
         TxError::UnknownParent(Hash32([11; 32]))
     );
     assert!(matches!(
-        n.reject(2, Action::RegisterModel {
-            id: Hash32([10; 32]),
-            name: "x".into(),
-            version: "1".into(),
-            parent: None,
-            licence: "x".into(),
-            royalty_bps: 9_000,
-        }),
+        n.reject(
+            2,
+            Action::RegisterModel {
+                id: Hash32([10; 32]),
+                name: "x".into(),
+                version: "1".into(),
+                parent: None,
+                licence: "x".into(),
+                royalty_bps: 9_000,
+            }
+        ),
         TxError::RoyaltyTooHigh { .. }
     ));
 }
@@ -279,132 +372,266 @@ fn registries_record_lineage_and_deduplicate_data() {
 fn every_rejection_has_its_reason() {
     let mut n = net();
     let chain = n.state.chain;
-    let ctx = Ctx { time: n.time, proposer: n.addr(2), seed: n.state.seed() };
+    let ctx = Ctx {
+        time: n.time,
+        proposer: n.addr(2),
+        seed: n.state.seed(),
+    };
     // Bad signature: signed by another key, or for another chain.
-    let mut forged = sign_tx(&n.keys[2], &chain, 0, 1, Action::Transfer { to: n.addr(2), amount: 1 });
+    let mut forged = sign_tx(
+        &n.keys[2],
+        &chain,
+        0,
+        1,
+        Action::Transfer {
+            to: n.addr(2),
+            amount: 1,
+        },
+    );
     forged.from = n.addr(0);
-    assert!(matches!(n.state.check_tx(&forged, &ctx), Err(TxError::BadSignature { .. })));
-    let other_chain = sign_tx(&n.keys[0], &Hash32([1; 32]), 0, 1, Action::Stake { amount: 1 });
-    assert!(matches!(n.state.check_tx(&other_chain, &ctx), Err(TxError::BadSignature { .. })));
+    assert!(matches!(
+        n.state.check_tx(&forged, &ctx),
+        Err(TxError::BadSignature { .. })
+    ));
+    let other_chain = sign_tx(
+        &n.keys[0],
+        &Hash32([1; 32]),
+        0,
+        1,
+        Action::Stake { amount: 1 },
+    );
+    assert!(matches!(
+        n.state.check_tx(&other_chain, &ctx),
+        Err(TxError::BadSignature { .. })
+    ));
     // Replay and nonce gaps.
-    let t = n.tx(0, Action::Transfer { to: n.addr(5), amount: 10 });
+    let t = n.tx(
+        0,
+        Action::Transfer {
+            to: n.addr(5),
+            amount: 10,
+        },
+    );
     n.block(10, vec![t.clone()]);
-    let ctx = Ctx { time: n.time, proposer: n.addr(2), seed: n.state.seed() };
-    assert_eq!(n.state.check_tx(&t, &ctx), Err(TxError::Replay { expected: 1, got: 0 }));
+    let ctx = Ctx {
+        time: n.time,
+        proposer: n.addr(2),
+        seed: n.state.seed(),
+    };
+    assert_eq!(
+        n.state.check_tx(&t, &ctx),
+        Err(TxError::Replay {
+            expected: 1,
+            got: 0
+        })
+    );
     let gap = sign_tx(&n.keys[0], &chain, 5, 1, Action::Stake { amount: 1 });
-    assert_eq!(n.state.check_tx(&gap, &ctx), Err(TxError::BadNonce { expected: 1, got: 5 }));
+    assert_eq!(
+        n.state.check_tx(&gap, &ctx),
+        Err(TxError::BadNonce {
+            expected: 1,
+            got: 5
+        })
+    );
     // Funds, fees, amounts.
     assert!(matches!(
-        n.reject(5, Action::Transfer { to: n.addr(0), amount: 11 }),
-        TxError::InsufficientFunds { need: 12, balance: 10 }
+        n.reject(
+            5,
+            Action::Transfer {
+                to: n.addr(0),
+                amount: 11
+            }
+        ),
+        TxError::InsufficientFunds {
+            need: 12,
+            balance: 10
+        }
     ));
     let low_fee = sign_tx(&n.keys[0], &chain, 1, 0, Action::Stake { amount: 1 });
-    assert!(matches!(n.state.check_tx(&low_fee, &ctx), Err(TxError::FeeTooLow { .. })));
+    assert!(matches!(
+        n.state.check_tx(&low_fee, &ctx),
+        Err(TxError::FeeTooLow { .. })
+    ));
     let nobody = SigningKey::from_bytes(&[9; 32]).unwrap();
     let unknown = sign_tx(&nobody, &chain, 0, 1, Action::Stake { amount: 1 });
-    assert!(matches!(n.state.check_tx(&unknown, &ctx), Err(TxError::UnknownAccount(_))));
-    assert_eq!(n.reject(0, Action::Transfer { to: n.addr(1), amount: 0 }), TxError::ZeroAmount);
-    assert!(matches!(n.reject(0, Action::Unbond { amount: 1 }), TxError::InsufficientStake { .. }));
+    assert!(matches!(
+        n.state.check_tx(&unknown, &ctx),
+        Err(TxError::UnknownAccount(_))
+    ));
+    assert_eq!(
+        n.reject(
+            0,
+            Action::Transfer {
+                to: n.addr(1),
+                amount: 0
+            }
+        ),
+        TxError::ZeroAmount
+    );
+    assert!(matches!(
+        n.reject(0, Action::Unbond { amount: 1 }),
+        TxError::InsufficientStake { .. }
+    ));
     // Jobs.
     let provider = n.addr(1);
     assert_eq!(
-        n.reject(0, Action::SubmitJob {
-            model: Hash32([99; 32]),
-            provider,
-            input_hash: Hash32([1; 32]),
-            max_tokens: 10,
-            max_fee: 10,
-        }),
+        n.reject(
+            0,
+            Action::SubmitJob {
+                model: Hash32([99; 32]),
+                provider,
+                input_hash: Hash32([1; 32]),
+                max_tokens: 10,
+                max_fee: 10,
+            }
+        ),
         TxError::UnknownModel(Hash32([99; 32]))
     );
     assert!(matches!(
-        n.reject(0, Action::SubmitJob {
-            model: MODEL,
-            provider: n.addr(0),
-            input_hash: Hash32([1; 32]),
-            max_tokens: 10,
-            max_fee: 10,
-        }),
+        n.reject(
+            0,
+            Action::SubmitJob {
+                model: MODEL,
+                provider: n.addr(0),
+                input_hash: Hash32([1; 32]),
+                max_tokens: 10,
+                max_fee: 10,
+            }
+        ),
         TxError::UnknownProvider(_)
     ));
     assert!(matches!(
-        n.reject(0, Action::SubmitJob {
-            model: MODEL,
-            provider,
-            input_hash: Hash32([1; 32]),
-            max_tokens: 10,
-            max_fee: u64::MAX,
-        }),
+        n.reject(
+            0,
+            Action::SubmitJob {
+                model: MODEL,
+                provider,
+                input_hash: Hash32([1; 32]),
+                max_tokens: 10,
+                max_fee: u64::MAX,
+            }
+        ),
         TxError::Overflow | TxError::InsufficientFunds { .. }
     ));
     let j1 = submit(&mut n, 100);
     let _j2 = submit(&mut n, 100);
     assert!(matches!(
-        n.reject(0, Action::SubmitJob {
-            model: MODEL,
-            provider,
-            input_hash: Hash32([1; 32]),
-            max_tokens: 10,
-            max_fee: 10,
-        }),
+        n.reject(
+            0,
+            Action::SubmitJob {
+                model: MODEL,
+                provider,
+                input_hash: Hash32([1; 32]),
+                max_tokens: 10,
+                max_fee: 10,
+            }
+        ),
         TxError::ProviderBusy(_)
     ));
     // Only the provider commits, within max_tokens; only validators audit, once.
     assert!(matches!(
-        n.reject(0, Action::CommitResult {
-            job: j1,
-            receipt: Hash32([2; 32]),
-            output_hash: Hash32([3; 32]),
-            fingerprint: Hash32([4; 32]),
-            prompt_tokens: 1,
-            output_tokens: 1,
-        }),
+        n.reject(
+            0,
+            Action::CommitResult {
+                job: j1,
+                receipt: Hash32([2; 32]),
+                output_hash: Hash32([3; 32]),
+                fingerprint: Hash32([4; 32]),
+                prompt_tokens: 1,
+                output_tokens: 1,
+            }
+        ),
         TxError::NotAllowed { .. }
     ));
     assert!(matches!(
-        n.reject(1, Action::CommitResult {
-            job: j1,
-            receipt: Hash32([2; 32]),
-            output_hash: Hash32([3; 32]),
-            fingerprint: Hash32([4; 32]),
-            prompt_tokens: 1,
-            output_tokens: 101,
-        }),
+        n.reject(
+            1,
+            Action::CommitResult {
+                job: j1,
+                receipt: Hash32([2; 32]),
+                output_hash: Hash32([3; 32]),
+                fingerprint: Hash32([4; 32]),
+                prompt_tokens: 1,
+                output_tokens: 101,
+            }
+        ),
         TxError::TooManyTokens { .. }
     ));
     assert!(matches!(
-        n.reject(2, Action::AuditVerdict { job: j1, pass: true }),
+        n.reject(
+            2,
+            Action::AuditVerdict {
+                job: j1,
+                pass: true
+            }
+        ),
         TxError::WrongJobStatus { .. }
     ));
     commit(&mut n, j1, 5);
     assert!(matches!(
-        n.reject(0, Action::AuditVerdict { job: j1, pass: true }),
+        n.reject(
+            0,
+            Action::AuditVerdict {
+                job: j1,
+                pass: true
+            }
+        ),
         TxError::NotAllowed { .. }
     ));
     assert_eq!(
-        n.reject(0, Action::Dispute { job: Hash32([5; 32]) }),
+        n.reject(
+            0,
+            Action::Dispute {
+                job: Hash32([5; 32])
+            }
+        ),
         TxError::UnknownJob(Hash32([5; 32]))
     );
-    let a = n.tx(2, Action::AuditVerdict { job: j1, pass: true });
+    let a = n.tx(
+        2,
+        Action::AuditVerdict {
+            job: j1,
+            pass: true,
+        },
+    );
     n.block(1, vec![a]);
     assert!(matches!(
-        n.reject(4, Action::AuditVerdict { job: j1, pass: false }),
+        n.reject(
+            4,
+            Action::AuditVerdict {
+                job: j1,
+                pass: false
+            }
+        ),
         TxError::WrongJobStatus { .. }
     ));
     // Errors read as sentences.
-    let msg = TxError::Replay { expected: 3, got: 1 }.to_string();
+    let msg = TxError::Replay {
+        expected: 3,
+        got: 1,
+    }
+    .to_string();
     assert!(msg.contains("replay"), "{msg}");
 }
 
 #[test]
 fn blocks_with_bad_links_or_roots_are_refused() {
     let mut n = net();
-    let t = n.tx(0, Action::Transfer { to: n.addr(5), amount: 10 });
+    let t = n.tx(
+        0,
+        Action::Transfer {
+            to: n.addr(5),
+            amount: 10,
+        },
+    );
     let p = n.state.propose(&[t], n.time + 10, n.addr(2), false);
     let check = |b: &Block| n.state.clone().apply_block(b, true);
     let mut b = p.block.clone();
     b.header.state_root = Hash32([0; 32]);
-    assert!(matches!(check(&b), Err(BlockError::RootMismatch { what: "state", .. })));
+    assert!(matches!(
+        check(&b),
+        Err(BlockError::RootMismatch { what: "state", .. })
+    ));
     let mut b = p.block.clone();
     b.header.height = 5;
     assert!(matches!(check(&b), Err(BlockError::WrongHeight { .. })));
@@ -413,7 +640,10 @@ fn blocks_with_bad_links_or_roots_are_refused() {
     assert!(matches!(check(&b), Err(BlockError::WrongParent { .. })));
     let mut b = p.block.clone();
     b.txs[0].signature[0] ^= 1;
-    assert!(matches!(check(&b), Err(BlockError::Tx { .. }) | Err(BlockError::RootMismatch { .. })));
+    assert!(matches!(
+        check(&b),
+        Err(BlockError::Tx { .. }) | Err(BlockError::RootMismatch { .. })
+    ));
     let mut b = p.block.clone();
     b.header.time = 0;
     assert!(matches!(check(&b), Err(BlockError::TimeWentBack { .. })));
@@ -429,11 +659,22 @@ fn arb_action(n: usize) -> impl Strategy<Value = (usize, u8, u64, usize, u32)> {
 fn build(net: &Net, ops: &[(usize, u8, u64, usize, u32)], jobs: &[Hash32]) -> Vec<(usize, Action)> {
     ops.iter()
         .map(|&(from, kind, amount, to, tokens)| {
-            let job = if jobs.is_empty() { Hash32([0; 32]) } else { jobs[amount as usize % jobs.len()] };
+            let job = if jobs.is_empty() {
+                Hash32([0; 32])
+            } else {
+                jobs[amount as usize % jobs.len()]
+            };
             let action = match kind {
-                0 | 1 => Action::Transfer { to: net.addr(to), amount: amount / 10 + 1 },
-                2 => Action::Stake { amount: amount / 100 + 1 },
-                3 => Action::Unbond { amount: amount / 100 + 1 },
+                0 | 1 => Action::Transfer {
+                    to: net.addr(to),
+                    amount: amount / 10 + 1,
+                },
+                2 => Action::Stake {
+                    amount: amount / 100 + 1,
+                },
+                3 => Action::Unbond {
+                    amount: amount / 100 + 1,
+                },
                 4 | 5 => Action::SubmitJob {
                     model: MODEL,
                     provider: net.addr(1),
@@ -449,9 +690,15 @@ fn build(net: &Net, ops: &[(usize, u8, u64, usize, u32)], jobs: &[Hash32]) -> Ve
                     prompt_tokens: 10,
                     output_tokens: tokens,
                 },
-                7 => Action::AuditVerdict { job, pass: tokens % 2 == 0 },
+                7 => Action::AuditVerdict {
+                    job,
+                    pass: tokens % 2 == 0,
+                },
                 8 => Action::Dispute { job },
-                _ => Action::ResolveDispute { job, guilty: tokens % 3 == 0 },
+                _ => Action::ResolveDispute {
+                    job,
+                    guilty: tokens % 3 == 0,
+                },
             };
             (from, action)
         })

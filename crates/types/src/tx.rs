@@ -528,7 +528,9 @@ impl Block {
         let certificate = Certificate::decode_from(&mut d)?;
         d.finish()?;
         if header.tx_count as usize != txs.len() {
-            return Err(DecodeError::Invalid("tx_count does not match the transactions"));
+            return Err(DecodeError::Invalid(
+                "tx_count does not match the transactions",
+            ));
         }
         Ok(Block {
             header,

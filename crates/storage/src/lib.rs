@@ -1,0 +1,397 @@
+//! Persistence for one node: finalized blocks, state snapshots and lookup indexes, in redb.
+//!
+//! Each finalized block is written in a single redb write transaction with immediate
+//! durability (fsync before `commit` returns): the block, its transaction and receipt
+//! indexes, the block's events, and every few blocks a state snapshot. A transaction is
+//! reported committed only after that returns, so a crash never loses a committed
+//! transaction. On open the store loads the latest snapshot and re-applies the blocks after
+//! it through the state machine, which re-checks every root against the headers: a damaged
+//! file is refused with a clear error instead of producing a silently wrong state.
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{Deserialize, Serialize};
+use vouch_state::{Applied, Event, Genesis, State};
+use vouch_types::tx::{Block, Header};
+use vouch_types::Hash32;
+
+const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+const TXS: TableDefinition<&[u8; 32], (u64, u32)> = TableDefinition::new("tx_index");
+const RECEIPTS: TableDefinition<&[u8; 32], (u64, u32)> = TableDefinition::new("receipt_index");
+const RECEIPT_BODIES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("receipt_bodies");
+const JOBS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("job_history");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// How often (in blocks) a full state snapshot is written.
+pub const SNAPSHOT_EVERY: u64 = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the ledger database {path}: {reason} (if the file is damaged, move it away and resync or restore a backup)")]
+    Open { path: PathBuf, reason: String },
+    #[error("ledger database {path} is corrupt: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("ledger database {path} belongs to chain {found}, but the genesis file gives chain {expected}")]
+    WrongChain {
+        path: PathBuf,
+        expected: Hash32,
+        found: Hash32,
+    },
+    #[error("invalid genesis: {0}")]
+    Genesis(String),
+    #[error("database error: {0}")]
+    Db(String),
+}
+
+impl From<redb::Error> for StoreError {
+    fn from(e: redb::Error) -> Self {
+        StoreError::Db(e.to_string())
+    }
+}
+
+macro_rules! db_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Db(redb::Error::from(e).to_string()) }
+        }
+    )*};
+}
+db_err!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// What the explorer and clients see about a job, kept after it leaves the state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobHistory {
+    pub job: Hash32,
+    /// (height, event) in order.
+    pub events: Vec<(u64, Event)>,
+}
+
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.path.display())
+    }
+}
+
+fn event_job(e: &Event) -> Option<Hash32> {
+    match e {
+        Event::JobSubmitted { job, .. }
+        | Event::JobCommitted { job, .. }
+        | Event::JobAudited { job, .. }
+        | Event::JobDisputed { job }
+        | Event::JobSettled { job, .. }
+        | Event::JobExpired { job, .. }
+        | Event::Slashed { job, .. } => Some(*job),
+        Event::Unbonded { .. } => None,
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path` for the chain of `genesis` and returns it
+    /// with the current state, rebuilt and checked.
+    pub fn open(path: &Path, genesis: &Genesis) -> Result<(Store, State), StoreError> {
+        // redb treats some kinds of on-disk damage as unreachable and panics; a damaged
+        // file must give an error at start, so the panic is turned into one.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Self::open_inner(path, genesis)
+        })) {
+            Ok(r) => r,
+            Err(p) => {
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown damage".into());
+                Err(StoreError::Corrupt {
+                    path: path.to_path_buf(),
+                    reason: msg,
+                })
+            }
+        }
+    }
+
+    fn open_inner(path: &Path, genesis: &Genesis) -> Result<(Store, State), StoreError> {
+        let genesis_state = genesis
+            .state()
+            .map_err(|e| StoreError::Genesis(e.to_string()))?;
+        let open_err = |reason: String| StoreError::Open {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let corrupt = |reason: String| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let db = if path.exists() {
+            Database::open(path).map_err(|e| open_err(e.to_string()))?
+        } else {
+            Database::create(path).map_err(|e| open_err(e.to_string()))?
+        };
+        let store = Store {
+            db,
+            path: path.to_path_buf(),
+        };
+        // Create tables and record the chain id on first open.
+        {
+            let w = store.db.begin_write()?;
+            {
+                w.open_table(BLOCKS)?;
+                w.open_table(EVENTS)?;
+                w.open_table(TXS)?;
+                w.open_table(RECEIPTS)?;
+                w.open_table(RECEIPT_BODIES)?;
+                w.open_table(JOBS)?;
+                let mut meta = w.open_table(META)?;
+                let existing = meta.get("chain")?.map(|v| v.value().to_vec());
+                match existing {
+                    None => {
+                        meta.insert("chain", genesis_state.chain.as_bytes().as_slice())?;
+                    }
+                    Some(bytes) => {
+                        let found: [u8; 32] = bytes
+                            .as_slice()
+                            .try_into()
+                            .map_err(|_| corrupt("chain id record has the wrong length".into()))?;
+                        if found != genesis_state.chain.0 {
+                            return Err(StoreError::WrongChain {
+                                path: path.to_path_buf(),
+                                expected: genesis_state.chain,
+                                found: Hash32(found),
+                            });
+                        }
+                    }
+                }
+            }
+            w.commit()?;
+        }
+        let state = store.rebuild(genesis_state)?;
+        Ok((store, state))
+    }
+
+    fn corrupt(&self, reason: String) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            reason,
+        }
+    }
+
+    /// Latest snapshot, then every block after it through the state machine.
+    fn rebuild(&self, genesis: State) -> Result<State, StoreError> {
+        let r = self.db.begin_read()?;
+        let meta = r.open_table(META)?;
+        let mut state = match meta.get("snapshot")? {
+            None => genesis,
+            Some(v) => {
+                let s: State = serde_json::from_slice(v.value())
+                    .map_err(|e| self.corrupt(format!("state snapshot does not decode: {e}")))?;
+                if s.chain != genesis.chain {
+                    return Err(self.corrupt("state snapshot is for another chain".into()));
+                }
+                s
+            }
+        };
+        let blocks = r.open_table(BLOCKS)?;
+        let head = blocks.last()?.map(|(k, _)| k.value()).unwrap_or(0);
+        if state.height > head {
+            return Err(self.corrupt(format!(
+                "snapshot is at height {} but the last block is {head}",
+                state.height
+            )));
+        }
+        if state.height > 0 {
+            let b = self
+                .block(state.height)?
+                .ok_or_else(|| self.corrupt(format!("block {} is missing", state.height)))?;
+            if b.header.state_root != state.root() || b.header.id() != state.last_block {
+                return Err(self.corrupt(format!(
+                    "state snapshot does not match block {}",
+                    state.height
+                )));
+            }
+        }
+        // Every stored block must decode and link to its parent, whether or not it is
+        // replayed: damage anywhere in the chain is found at start.
+        let mut parent: Option<Hash32> = None;
+        for (i, entry) in blocks.iter()?.enumerate() {
+            let (k, v) = entry?;
+            let b = Block::decode(v.value())
+                .map_err(|e| self.corrupt(format!("block {} does not decode: {e}", k.value())))?;
+            if b.header.height != k.value() || b.header.height != i as u64 + 1 {
+                return Err(self.corrupt(format!(
+                    "block at key {} has height {}",
+                    k.value(),
+                    b.header.height
+                )));
+            }
+            if let Some(p) = parent {
+                if b.header.parent != p {
+                    return Err(
+                        self.corrupt(format!("block {} does not link to its parent", k.value()))
+                    );
+                }
+            }
+            parent = Some(b.header.id());
+        }
+        for h in state.height + 1..=head {
+            let b = self
+                .block(h)?
+                .ok_or_else(|| self.corrupt(format!("block {h} is missing")))?;
+            state
+                .apply_block(&b, false)
+                .map_err(|e| self.corrupt(format!("block {h} does not replay: {e}")))?;
+        }
+        if blocks.len()? != head {
+            return Err(self.corrupt(format!(
+                "{} blocks stored but the last is at height {head}",
+                blocks.len()?
+            )));
+        }
+        Ok(state)
+    }
+
+    /// Persists a finalized block durably. `state` is the state after it.
+    pub fn commit(
+        &self,
+        block: &Block,
+        applied: &Applied,
+        state: &State,
+    ) -> Result<(), StoreError> {
+        let height = block.header.height;
+        let chain = block.header.chain;
+        let w = self.db.begin_write()?;
+        {
+            let mut blocks = w.open_table(BLOCKS)?;
+            blocks.insert(height, block.encode().as_slice())?;
+            let mut txs = w.open_table(TXS)?;
+            for (i, tx) in block.txs.iter().enumerate() {
+                txs.insert(tx.id(&chain).as_bytes(), (height, i as u32))?;
+            }
+            let mut receipts = w.open_table(RECEIPTS)?;
+            for (i, r) in applied.receipts.iter().enumerate() {
+                receipts.insert(r.as_bytes(), (height, i as u32))?;
+            }
+            let mut events = w.open_table(EVENTS)?;
+            let ev = serde_json::to_vec(&applied.events).expect("events serialize");
+            events.insert(height, ev.as_slice())?;
+            let mut jobs = w.open_table(JOBS)?;
+            for e in &applied.events {
+                let Some(job) = event_job(e) else { continue };
+                let mut hist = match jobs.get(job.as_bytes())? {
+                    Some(v) => serde_json::from_slice(v.value())
+                        .map_err(|err| self.corrupt(format!("job history: {err}")))?,
+                    None => JobHistory {
+                        job,
+                        events: Vec::new(),
+                    },
+                };
+                hist.events.push((height, e.clone()));
+                let bytes = serde_json::to_vec(&hist).expect("history serializes");
+                jobs.insert(job.as_bytes(), bytes.as_slice())?;
+            }
+            if height % SNAPSHOT_EVERY == 0 {
+                let mut meta = w.open_table(META)?;
+                let snap = serde_json::to_vec(state).expect("state serializes");
+                meta.insert("snapshot", snap.as_slice())?;
+            }
+        }
+        w.commit()?;
+        Ok(())
+    }
+
+    /// Writes a snapshot of `state` now (on clean shutdown, so the next start is fast).
+    pub fn snapshot(&self, state: &State) -> Result<(), StoreError> {
+        let w = self.db.begin_write()?;
+        {
+            let mut meta = w.open_table(META)?;
+            let snap = serde_json::to_vec(state).expect("state serializes");
+            meta.insert("snapshot", snap.as_slice())?;
+        }
+        w.commit()?;
+        Ok(())
+    }
+
+    pub fn block(&self, height: u64) -> Result<Option<Block>, StoreError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(BLOCKS)?;
+        let Some(v) = t.get(height)? else {
+            return Ok(None);
+        };
+        Block::decode(v.value())
+            .map(Some)
+            .map_err(|e| self.corrupt(format!("block {height} does not decode: {e}")))
+    }
+
+    pub fn head(&self) -> Result<Option<Header>, StoreError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(BLOCKS)?;
+        let Some((k, v)) = t.last()? else {
+            return Ok(None);
+        };
+        Block::decode(v.value())
+            .map(|b| Some(b.header))
+            .map_err(|e| self.corrupt(format!("block {} does not decode: {e}", k.value())))
+    }
+
+    pub fn events(&self, height: u64) -> Result<Vec<Event>, StoreError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(EVENTS)?;
+        match t.get(height)? {
+            None => Ok(Vec::new()),
+            Some(v) => serde_json::from_slice(v.value())
+                .map_err(|e| self.corrupt(format!("events of block {height}: {e}"))),
+        }
+    }
+
+    /// (height, index in block) of a committed transaction.
+    pub fn tx_location(&self, id: &Hash32) -> Result<Option<(u64, u32)>, StoreError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(TXS)?;
+        Ok(t.get(id.as_bytes())?.map(|v| v.value()))
+    }
+
+    /// (height, leaf index in the block's receipt tree) of a committed receipt.
+    pub fn receipt_location(&self, id: &Hash32) -> Result<Option<(u64, u32)>, StoreError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(RECEIPTS)?;
+        Ok(t.get(id.as_bytes())?.map(|v| v.value()))
+    }
+
+    /// Keeps a full receipt (the provider's copy, served to clients and auditors).
+    pub fn put_receipt(&self, id: &Hash32, json: &[u8]) -> Result<(), StoreError> {
+        let w = self.db.begin_write()?;
+        {
+            let mut t = w.open_table(RECEIPT_BODIES)?;
+            t.insert(id.as_bytes(), json)?;
+        }
+        w.commit()?;
+        Ok(())
+    }
+
+    pub fn receipt(&self, id: &Hash32) -> Result<Option<Vec<u8>>, StoreError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(RECEIPT_BODIES)?;
+        Ok(t.get(id.as_bytes())?.map(|v| v.value().to_vec()))
+    }
+
+    pub fn job_history(&self, job: &Hash32) -> Result<Option<JobHistory>, StoreError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(JOBS)?;
+        match t.get(job.as_bytes())? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(v.value())
+                .map(Some)
+                .map_err(|e| self.corrupt(format!("job history: {e}"))),
+        }
+    }
+}
