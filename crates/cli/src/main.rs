@@ -1,7 +1,9 @@
 //! The vouch command: fetch models, infer with a receipt, verify receipts, embed, benchmark.
 
 mod bench;
+mod client;
 mod keys;
+mod ledger;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -27,6 +29,14 @@ struct Cli {
     /// CPU threads for inference (default: all cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// The node to talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "VOUCH_NODE",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    node: String,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -38,7 +48,25 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ModelsCmd,
     },
-    /// Answer a prompt with a chat model and write a signed receipt.
+    /// Run the whole network on this machine: ledger, validator, provider, API.
+    Up(ledger::UpArgs),
+    /// Wallet keys, balances, faucet and transfers.
+    Wallet {
+        #[command(subcommand)]
+        cmd: ledger::WalletCmd,
+    },
+    /// Transaction status.
+    Tx {
+        #[command(subcommand)]
+        cmd: ledger::TxCmd,
+    },
+    /// Blocks.
+    Block {
+        #[command(subcommand)]
+        cmd: ledger::BlockCmd,
+    },
+    /// Answer a prompt with a chat model and write a signed receipt (through the node:
+    /// fee escrowed, result committed, receipt with its inclusion proof; or --local).
     Infer(InferArgs),
     /// Check a receipt: exit 0 valid, 1 invalid (with the reason), 2 usage or I/O error.
     Verify(VerifyArgs),
@@ -100,6 +128,10 @@ struct InferArgs {
     /// Print the receipt JSON to stdout instead of streaming text.
     #[arg(long)]
     json: bool,
+    /// Run the model in this process with the local provider key, without a node
+    /// (no escrow, no ledger commit, no inclusion proof).
+    #[arg(long)]
+    local: bool,
 }
 
 #[derive(Args, Debug)]
@@ -113,6 +145,15 @@ struct VerifyArgs {
     /// Also re-run the model over prompt + output and compare (needs the model installed).
     #[arg(long)]
     reexecute: bool,
+    /// Trust only blocks certified by these validators (repeatable).
+    #[arg(long = "validator")]
+    validators: Vec<vouch_types::Hash32>,
+    /// Trust the validator set of this genesis file.
+    #[arg(long)]
+    genesis: Option<PathBuf>,
+    /// Fail receipts that carry no ledger inclusion proof.
+    #[arg(long)]
+    require_inclusion: bool,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -145,7 +186,11 @@ fn main() -> ExitCode {
         Cmd::Models {
             cmd: ModelsCmd::List,
         } => list(&home),
-        Cmd::Infer(a) => infer(&home, a),
+        Cmd::Infer(a) => infer(&home, &cli.node, a),
+        Cmd::Up(a) => ledger::up(&home, a),
+        Cmd::Wallet { cmd } => ledger::wallet(&home, &cli.node, cmd, false),
+        Cmd::Tx { cmd } => ledger::tx(&cli.node, cmd),
+        Cmd::Block { cmd } => ledger::block(&cli.node, cmd),
         Cmd::Embed(a) => embed(&home, a),
         Cmd::Key => keys::load_or_create(&home).map(|k| println!("{}", k.public())),
         Cmd::Bench(a) => bench::run(&home, a),
@@ -272,9 +317,12 @@ fn infer_batch(home: &Path, a: &InferArgs, file: &Path, dir: &Path) -> Result<()
     Ok(())
 }
 
-fn infer(home: &Path, a: InferArgs) -> Result<()> {
+fn infer(home: &Path, node: &str, a: InferArgs) -> Result<()> {
     if let (Some(file), Some(dir)) = (&a.prompts_file, &a.receipt_dir) {
         return infer_batch(home, &a, file, dir);
+    }
+    if !a.local {
+        return infer_node(home, node, &a);
     }
     let key = keys::load_or_create(home)?;
     let mut model = load_chat(home, &a.model)?;
@@ -329,6 +377,51 @@ fn infer(home: &Path, a: InferArgs) -> Result<()> {
         receipt.finish_reason,
         receipt.model.short(),
         receipt.id().short(),
+        a.receipt
+            .as_ref()
+            .map(|p| format!(" -> {}", p.display()))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+fn infer_node(home: &Path, node: &str, a: &InferArgs) -> Result<()> {
+    let prompt = a.prompt.clone().unwrap_or_default();
+    let (messages, raw) = match make_input(a, &prompt) {
+        Input::Chat(m) => (Some(m), None),
+        Input::Completion(t) => (None, Some(t)),
+    };
+    let started = std::time::Instant::now();
+    let r = ledger::infer_via_node(
+        home,
+        node,
+        ledger::NodeInfer {
+            model: &a.model,
+            messages,
+            raw,
+            temperature: a.temperature,
+            top_p: a.top_p,
+            seed: a.seed.unwrap_or_else(rand::random),
+            max_tokens: a.max_tokens,
+        },
+    )?;
+    let secs = started.elapsed().as_secs_f64();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!("{}", r.output);
+    }
+    if let Some(p) = &a.receipt {
+        write_receipt(p, &r)?;
+    }
+    let inc = r.inclusion.as_ref();
+    eprintln!(
+        "[{} tokens in {secs:.2}s, job {}, committed in block {}, receipt {}{}]",
+        r.output_tokens.len(),
+        inc.map(|i| i.job.short()).unwrap_or_default(),
+        inc.map(|i| i.header.height.to_string())
+            .unwrap_or_else(|| "?".into()),
+        r.id().short(),
         a.receipt
             .as_ref()
             .map(|p| format!(" -> {}", p.display()))
@@ -451,8 +544,37 @@ fn verify_receipt(
             return Outcome::Invalid(e.to_string());
         }
     }
+    let trusted = match trusted_validators(a) {
+        Ok(t) => t,
+        Err(e) => return Outcome::Error(format!("{e:#}")),
+    };
+    let ledger = match (&receipt.inclusion, a.require_inclusion) {
+        (None, true) => return Outcome::Invalid(vouch_verify::InclusionError::Missing.to_string()),
+        (None, false) => String::from("; not committed on a ledger (no inclusion proof)"),
+        (Some(_), _) => match vouch_verify::check_inclusion(receipt, trusted.as_deref()) {
+            Ok(rep) => format!(
+                "; included in block {} ({}) of chain {}, certified by {}{}",
+                rep.height,
+                rep.block.short(),
+                rep.chain.short(),
+                rep.signers
+                    .iter()
+                    .map(|s| s.short())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                if trusted.is_some() {
+                    " (trusted)"
+                } else {
+                    " (validator set not pinned: pass --genesis or --validator)"
+                }
+            ),
+            Err(e) => return Outcome::Invalid(e.to_string()),
+        },
+    };
     if !a.reexecute {
-        return Outcome::Valid("signature, hashes and fingerprint structure hold".into());
+        return Outcome::Valid(format!(
+            "signature, hashes and fingerprint structure hold{ledger}"
+        ));
     }
     let Some(spec) = models::find_by_id(&receipt.model) else {
         return Outcome::Invalid(format!(
@@ -502,6 +624,18 @@ fn verify_receipt(
         Err(vouch_verify::VerifyError::Engine(e)) => Outcome::Error(e.to_string()),
         Err(e) => Outcome::Invalid(e.to_string()),
     }
+}
+
+fn trusted_validators(a: &VerifyArgs) -> Result<Option<Vec<vouch_types::Hash32>>> {
+    let mut set = a.validators.clone();
+    if let Some(g) = &a.genesis {
+        let text =
+            std::fs::read_to_string(g).with_context(|| format!("reading {}", g.display()))?;
+        let genesis =
+            vouch_state::Genesis::from_json(&text).with_context(|| format!("{}", g.display()))?;
+        set.extend(genesis.validators);
+    }
+    Ok((!set.is_empty()).then_some(set))
 }
 
 fn report(a: &VerifyArgs, label: &str, outcome: &Outcome, r: Option<&Receipt>) {

@@ -167,23 +167,12 @@ impl ChatModel {
     /// ChatML rendering with the model's default system message when none is given,
     /// ending with the assistant turn opener.
     pub fn render_chat(&self, messages: &[Message]) -> String {
-        let mut s = String::new();
-        if messages.first().is_none_or(|m| m.role != "system") {
-            if let Some(sys) = &self.system_default {
-                s.push_str("<|im_start|>system\n");
-                s.push_str(sys);
-                s.push_str("<|im_end|>\n");
-            }
-        }
-        for m in messages {
-            s.push_str("<|im_start|>");
-            s.push_str(&m.role);
-            s.push('\n');
-            s.push_str(&m.content);
-            s.push_str("<|im_end|>\n");
-        }
-        s.push_str("<|im_start|>assistant\n");
-        s
+        render_chatml(messages, self.system_default.as_deref())
+    }
+
+    /// The system message the model's chat template adds when none is given.
+    pub fn system_default(&self) -> Option<&str> {
+        self.system_default.as_deref()
     }
 
     /// A shared handle on the tokenizer (to decode while the model is generating).
@@ -428,4 +417,27 @@ impl ChatModel {
         }
         Ok((ttft, t1.elapsed().as_secs_f64()))
     }
+}
+
+/// ChatML rendering: `system_default` is added when the first message is not a system
+/// message; the result ends with the assistant turn opener. Pure, so a client can compute
+/// the exact prompt (and its hash) without the model.
+pub fn render_chatml(messages: &[Message], system_default: Option<&str>) -> String {
+    let mut s = String::new();
+    if messages.first().is_none_or(|m| m.role != "system") {
+        if let Some(sys) = system_default {
+            s.push_str("<|im_start|>system\n");
+            s.push_str(sys);
+            s.push_str("<|im_end|>\n");
+        }
+    }
+    for m in messages {
+        s.push_str("<|im_start|>");
+        s.push_str(&m.role);
+        s.push('\n');
+        s.push_str(&m.content);
+        s.push_str("<|im_end|>\n");
+    }
+    s.push_str("<|im_start|>assistant\n");
+    s
 }

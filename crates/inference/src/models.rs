@@ -40,6 +40,9 @@ pub struct ModelSpec {
     pub licence: &'static str,
     /// The first file is the weights; the others (tokenizer, config) are hashed into the id.
     pub files: &'static [ModelFile],
+    /// For chat models: the system message the chat template adds by default (checked
+    /// against the GGUF metadata when the model loads in tests).
+    pub chat_system_default: Option<&'static str>,
 }
 
 pub const SMOLLM2_135M: ModelSpec = ModelSpec {
@@ -55,6 +58,9 @@ pub const SMOLLM2_135M: ModelSpec = ModelSpec {
         blake3: "5f4fa13bfc6dd4a91fd00e22974a9c4e9ed628fd7d7f307398ddf30260d6b2c3",
         bytes: 98_362_432,
     }],
+    chat_system_default: Some(
+        "You are a helpful AI assistant named SmolLM, trained by Hugging Face",
+    ),
 };
 
 pub const MINILM_L6: ModelSpec = ModelSpec {
@@ -90,6 +96,7 @@ pub const MINILM_L6: ModelSpec = ModelSpec {
             bytes: 190,
         },
     ],
+    chat_system_default: None,
 };
 
 pub const CATALOGUE: &[ModelSpec] = &[SMOLLM2_135M, MINILM_L6];

@@ -47,6 +47,12 @@ fn tokenizer_matches_reference_ids_and_chat_template() {
     let ex = &fx["chat_template_example"];
     let msgs: Vec<Message> = serde_json::from_value(ex["messages"].clone()).unwrap();
     assert_eq!(m.render_chat(&msgs), ex["rendered"].as_str().unwrap());
+    // Clients render prompts from the catalogue without loading the model: the catalogue's
+    // default system message must be the one in the GGUF template.
+    assert_eq!(
+        m.system_default(),
+        vouch_inference::models::SMOLLM2_135M.chat_system_default
+    );
 }
 
 /// llama.cpp's greedy continuations, teacher-forced through our prefill: at every position

@@ -9,6 +9,8 @@
 //!   never used as the verifier's own.
 
 pub mod attest;
+pub mod inclusion;
+pub use inclusion::{check_inclusion, InclusionError, InclusionReport};
 
 use std::time::Instant;
 use vouch_inference::fingerprint::{self, ChunkComparison, Tolerance};

@@ -1,0 +1,266 @@
+//! The node's HTTP API (ledger, jobs, receipts, dev faucet).
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Path, State as AxState};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use vouch_crypto::SigningKey;
+use vouch_types::tx::{Action, Tx, MAX_TX_BYTES};
+use vouch_types::{Hash32, Receipt};
+
+use crate::chain::{Chain, TxStatus};
+use crate::error::ApiError;
+use crate::provider::{submit_error, JobRequest, ProviderRole, COMMIT_WAIT};
+
+/// Largest faucet payout per request.
+pub const FAUCET_MAX: u64 = 1_000_000_000;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub chain: Arc<Chain>,
+    pub provider: Option<Arc<ProviderRole>>,
+    pub faucet: Option<Arc<SigningKey>>,
+}
+
+pub fn router(s: AppState) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/txs", post(submit_tx))
+        .route("/v1/txs/{id}", get(tx_status))
+        .route("/v1/blocks/{height}", get(block))
+        .route("/v1/accounts/{address}", get(account))
+        .route("/v1/jobs", post(run_job))
+        .route("/v1/jobs/{id}", get(job))
+        .route("/v1/receipts/{id}", get(receipt))
+        .route("/v1/faucet", post(faucet))
+        .layer(DefaultBodyLimit::max(1 << 20))
+        .with_state(s)
+}
+
+fn parse_hash(s: &str, what: &str) -> Result<Hash32, ApiError> {
+    s.parse()
+        .map_err(|e| ApiError::bad_request(format!("{what} must be 64 hex characters: {e}")))
+}
+
+async fn status(AxState(s): AxState<AppState>) -> Json<Value> {
+    let st = s.chain.state();
+    let head = s.chain.store().head().ok().flatten();
+    let providers: Vec<Value> = st
+        .providers
+        .iter()
+        .map(|(a, p)| {
+            json!({"address": a, "models": p.models, "price_per_token": p.price_per_token,
+                   "capacity": p.capacity, "in_flight": p.in_flight, "endpoint": p.endpoint,
+                   "stake": st.account(a).stake, "jobs_settled": p.jobs_settled,
+                   "jobs_failed": p.jobs_failed, "jobs_expired": p.jobs_expired})
+        })
+        .collect();
+    let models: Vec<Value> = st
+        .models
+        .iter()
+        .map(|(id, m)| json!({"id": id, "name": m.name, "version": m.version, "parent": m.parent,
+                              "licence": m.licence, "author": m.author, "royalty_bps": m.royalty_bps}))
+        .collect();
+    Json(json!({
+        "chain": st.chain,
+        "chain_name": s.chain.genesis().chain_name,
+        "height": st.height,
+        "time": st.time,
+        "head": head.as_ref().map(|h| h.id()),
+        "state_root": head.as_ref().map(|h| h.state_root),
+        "validators": st.validators,
+        "this_validator": s.chain.validator(),
+        "provider": s.provider.as_ref().map(|p| p.key.public()),
+        "faucet": s.faucet.as_ref().map(|k| k.public()),
+        "providers": providers,
+        "models": models,
+        "mempool": s.chain.mempool_len(),
+        "open_jobs": st.jobs.len(),
+        "supply": st.supply,
+        "params": st.params,
+    }))
+}
+
+#[derive(Deserialize)]
+struct SubmitBody {
+    tx: String,
+    #[serde(default)]
+    wait: bool,
+}
+
+async fn submit_tx(
+    AxState(s): AxState<AppState>,
+    body: Result<Json<SubmitBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(body) =
+        body.map_err(|e| ApiError::bad_request(format!("malformed request: {}", e.body_text())))?;
+    if body.tx.len() > 2 * MAX_TX_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "oversized: transaction is {} bytes, the limit is {MAX_TX_BYTES}",
+            body.tx.len() / 2
+        )));
+    }
+    let bytes = hex::decode(body.tx.trim())
+        .map_err(|_| ApiError::bad_request("malformed: tx is not hex"))?;
+    let tx = Tx::decode(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("malformed transaction: {e}")))?;
+    let id = s.chain.submit(tx).map_err(submit_error)?;
+    let status = if body.wait {
+        s.chain.wait_tx(&id, COMMIT_WAIT).await
+    } else {
+        s.chain.tx_status(&id)
+    };
+    Ok(Json(json!({"id": id, "result": status})))
+}
+
+async fn tx_status(
+    AxState(s): AxState<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_hash(&id, "transaction id")?;
+    let st = s.chain.tx_status(&id);
+    let tx = match &st {
+        TxStatus::Committed { height, index } => s
+            .chain
+            .store()
+            .block(*height)
+            .ok()
+            .flatten()
+            .and_then(|b| b.txs.get(*index as usize).cloned()),
+        _ => None,
+    };
+    Ok(Json(json!({"id": id, "result": st, "tx": tx})))
+}
+
+async fn block(
+    AxState(s): AxState<AppState>,
+    Path(h): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let height = if h == "latest" {
+        s.chain.state().height
+    } else {
+        h.parse::<u64>()
+            .map_err(|_| ApiError::bad_request("height must be a number or `latest`"))?
+    };
+    let store = s.chain.store();
+    let b = store
+        .block(height)
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .ok_or_else(|| ApiError::not_found(format!("no block at height {height}")))?;
+    let chain = b.header.chain;
+    let txs: Vec<Value> = b
+        .txs
+        .iter()
+        .map(|t| json!({"id": t.id(&chain), "type": t.action.name(), "tx": t}))
+        .collect();
+    let events = store
+        .events(height)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(json!({
+        "id": b.header.id(), "header": b.header, "certificate": b.certificate,
+        "txs": txs, "events": events,
+    })))
+}
+
+async fn account(
+    AxState(s): AxState<AppState>,
+    Path(a): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let addr = parse_hash(&a, "address")?;
+    let st = s.chain.state();
+    let acct = st.account(&addr);
+    Ok(Json(json!({
+        "address": addr, "balance": acct.balance, "nonce": acct.nonce, "stake": acct.stake,
+        "unbonding": acct.unbonding, "height": st.height,
+        "validator": st.validators.contains(&addr),
+        "provider": st.providers.get(&addr),
+    })))
+}
+
+async fn run_job(
+    AxState(s): AxState<AppState>,
+    body: Result<Json<JobRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Receipt>, ApiError> {
+    let Json(req) =
+        body.map_err(|e| ApiError::bad_request(format!("malformed request: {}", e.body_text())))?;
+    let p = s
+        .provider
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("this node does not run a provider"))?;
+    Ok(Json(p.run_job(&s.chain, req).await?))
+}
+
+async fn job(
+    AxState(s): AxState<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_hash(&id, "job id")?;
+    let open = s.chain.state().jobs.get(&id).cloned();
+    let history = s
+        .chain
+        .store()
+        .job_history(&id)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    if open.is_none() && history.is_none() {
+        return Err(ApiError::not_found(format!("unknown job {id}")));
+    }
+    Ok(Json(
+        json!({"id": id, "open": open, "history": history.map(|h| h.events)}),
+    ))
+}
+
+async fn receipt(
+    AxState(s): AxState<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_hash(&id, "receipt id")?;
+    let bytes = s
+        .chain
+        .store()
+        .receipt(&id)
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .ok_or_else(|| ApiError::not_found(format!("no receipt {id} on this node")))?;
+    let mut r: Receipt =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
+    if r.inclusion.is_none() {
+        r.inclusion = s.chain.inclusion(&id).map_err(ApiError::internal)?;
+    }
+    Ok(Json(
+        serde_json::to_value(r).map_err(|e| ApiError::internal(e.to_string()))?,
+    ))
+}
+
+#[derive(Deserialize)]
+struct FaucetBody {
+    address: String,
+    #[serde(default)]
+    amount: Option<u64>,
+}
+
+async fn faucet(
+    AxState(s): AxState<AppState>,
+    body: Result<Json<FaucetBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(body) =
+        body.map_err(|e| ApiError::bad_request(format!("malformed request: {}", e.body_text())))?;
+    let key = s
+        .faucet
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("this node has no faucet (not a dev network)"))?;
+    let to = parse_hash(&body.address, "address")?;
+    let amount = body.amount.unwrap_or(100_000_000);
+    if amount == 0 || amount > FAUCET_MAX {
+        return Err(ApiError::bad_request(format!(
+            "amount must be between 1 and {FAUCET_MAX}"
+        )));
+    }
+    let id = s
+        .chain
+        .submit_signed(key, Action::Transfer { to, amount })
+        .map_err(submit_error)?;
+    let st = s.chain.wait_tx(&id, COMMIT_WAIT).await;
+    Ok(Json(json!({"id": id, "amount": amount, "result": st})))
+}

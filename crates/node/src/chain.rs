@@ -1,0 +1,344 @@
+//! The node's view of the ledger: current state, mempool, transaction statuses, and the
+//! store. Consensus engines drive it through [`crate::consensus::Application`].
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use vouch_crypto::SigningKey;
+use vouch_state::{sign_tx, Genesis, State, TxError};
+use vouch_storage::Store;
+use vouch_types::tx::{Action, Block, Certificate, Tx, Vote, MAX_BLOCK_TXS};
+use vouch_types::{Hash32, Inclusion, InclusionProof};
+
+/// Most transactions waiting in the mempool.
+pub const MEMPOOL_LIMIT: usize = 50_000;
+/// Statuses of rejected transactions remembered for `tx status`.
+const REJECTED_MEMORY: usize = 100_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum TxStatus {
+    Pending,
+    Committed { height: u64, index: u32 },
+    Rejected { reason: String },
+    Unknown,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("{0}")]
+    Invalid(#[from] TxError),
+    #[error("mempool is full ({0} transactions); retry shortly")]
+    Full(usize),
+    #[error("transaction {0} is already committed")]
+    AlreadyCommitted(Hash32),
+    #[error("storage: {0}")]
+    Store(String),
+}
+
+struct Inner {
+    state: Arc<State>,
+    pool: VecDeque<(Hash32, Tx)>,
+    pool_ids: HashSet<Hash32>,
+    pending_per_sender: HashMap<Hash32, u64>,
+    rejected: HashMap<Hash32, String>,
+    rejected_order: VecDeque<Hash32>,
+}
+
+pub struct Chain {
+    inner: Mutex<Inner>,
+    store: Store,
+    genesis: Genesis,
+    key: SigningKey,
+    heights: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Chain({:?})", self.store)
+    }
+}
+
+impl Chain {
+    /// Opens the chain from its store; `key` signs the blocks this node finalizes.
+    pub fn new(store: Store, state: State, genesis: Genesis, key: SigningKey) -> Self {
+        let (heights, _) = watch::channel(state.height);
+        Chain {
+            inner: Mutex::new(Inner {
+                state: Arc::new(state),
+                pool: VecDeque::new(),
+                pool_ids: HashSet::new(),
+                pending_per_sender: HashMap::new(),
+                rejected: HashMap::new(),
+                rejected_order: VecDeque::new(),
+            }),
+            store,
+            genesis,
+            key,
+            heights,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn state(&self) -> Arc<State> {
+        self.lock().state.clone()
+    }
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+    pub fn genesis(&self) -> &Genesis {
+        &self.genesis
+    }
+    pub fn chain_id(&self) -> Hash32 {
+        self.lock().state.chain
+    }
+    pub fn validator(&self) -> Hash32 {
+        self.key.public()
+    }
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.heights.subscribe()
+    }
+    pub fn mempool_len(&self) -> usize {
+        self.lock().pool.len()
+    }
+
+    /// Admits a signed transaction to the mempool, or says why not.
+    pub fn submit(&self, tx: Tx) -> Result<Hash32, SubmitError> {
+        let mut inner = self.lock();
+        self.admit(&mut inner, tx)
+    }
+
+    fn admit(&self, inner: &mut Inner, tx: Tx) -> Result<Hash32, SubmitError> {
+        let state = inner.state.clone();
+        let id = tx.id(&state.chain);
+        if inner.pool_ids.contains(&id) {
+            return Ok(id);
+        }
+        if self
+            .store
+            .tx_location(&id)
+            .map_err(|e| SubmitError::Store(e.to_string()))?
+            .is_some()
+        {
+            return Err(SubmitError::AlreadyCommitted(id));
+        }
+        if inner.pool.len() >= MEMPOOL_LIMIT {
+            return Err(SubmitError::Full(MEMPOOL_LIMIT));
+        }
+        state.check_signature(&tx)?;
+        let base = state.account(&tx.from).nonce;
+        let pending = inner.pending_per_sender.get(&tx.from).copied().unwrap_or(0);
+        if tx.nonce < base {
+            return Err(TxError::Replay {
+                expected: base + pending,
+                got: tx.nonce,
+            }
+            .into());
+        }
+        if tx.nonce != base + pending {
+            return Err(TxError::BadNonce {
+                expected: base + pending,
+                got: tx.nonce,
+            }
+            .into());
+        }
+        if pending == 0 {
+            // Full check against the current state; later ones in a sender's sequence
+            // are checked when the block is built, and a rejection is recorded.
+            let ctx = vouch_state::Ctx {
+                time: state.time,
+                proposer: self.key.public(),
+                seed: state.seed(),
+            };
+            state.check_tx(&tx, &ctx)?;
+        }
+        *inner.pending_per_sender.entry(tx.from).or_insert(0) += 1;
+        inner.pool_ids.insert(id);
+        inner.rejected.remove(&id);
+        inner.pool.push_back((id, tx));
+        Ok(id)
+    }
+
+    /// Builds, signs and submits a transaction from `key` with the next free nonce.
+    pub fn submit_signed(&self, key: &SigningKey, action: Action) -> Result<Hash32, SubmitError> {
+        let mut inner = self.lock();
+        let state = inner.state.clone();
+        let nonce = state.account(&key.public()).nonce
+            + inner
+                .pending_per_sender
+                .get(&key.public())
+                .copied()
+                .unwrap_or(0);
+        let tx = sign_tx(key, &state.chain, nonce, state.params.min_tx_fee, action);
+        self.admit(&mut inner, tx)
+    }
+
+    pub fn tx_status(&self, id: &Hash32) -> TxStatus {
+        {
+            let inner = self.lock();
+            if inner.pool_ids.contains(id) {
+                return TxStatus::Pending;
+            }
+            if let Some(r) = inner.rejected.get(id) {
+                return TxStatus::Rejected { reason: r.clone() };
+            }
+        }
+        match self.store.tx_location(id) {
+            Ok(Some((height, index))) => TxStatus::Committed { height, index },
+            _ => TxStatus::Unknown,
+        }
+    }
+
+    /// Waits until `id` is committed or rejected, up to `timeout`.
+    pub async fn wait_tx(&self, id: &Hash32, timeout: Duration) -> TxStatus {
+        let mut rx = self.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let s = self.tx_status(id);
+            if !matches!(s, TxStatus::Pending) {
+                return s;
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return self.tx_status(id),
+            }
+        }
+    }
+
+    /// Whether a block is worth producing at `now`: transactions waiting, or a timer due.
+    pub fn has_work(&self, now: u64) -> bool {
+        let inner = self.lock();
+        if !inner.pool.is_empty() {
+            return true;
+        }
+        let s = &inner.state;
+        let due = |t: Option<u64>| t.is_some_and(|t| t <= now);
+        due(s.job_timers.first().map(|x| x.0)) || due(s.unbond_timers.first().map(|x| x.0))
+    }
+
+    /// Builds the next block from the mempool at time `now` (ms). The block is not yet
+    /// final: the consensus engine certifies it and calls [`Chain::finalize`].
+    pub fn propose(&self, now: u64) -> vouch_state::Proposal {
+        let inner = self.lock();
+        let candidates: Vec<Tx> = inner
+            .pool
+            .iter()
+            .take(MAX_BLOCK_TXS)
+            .map(|(_, t)| t.clone())
+            .collect();
+        let state = inner.state.clone();
+        drop(inner);
+        // Signatures were checked on admission.
+        state.propose(&candidates, now, self.key.public(), true)
+    }
+
+    /// This node's vote on a header.
+    pub fn vote(&self, block: &Block) -> Vote {
+        let msg = vouch_verify::inclusion::header_vote_message(&block.header);
+        Vote {
+            validator: self.key.public(),
+            signature: self
+                .key
+                .sign(vouch_types::tx::domain::HEADER_SIGNATURE, &msg),
+        }
+    }
+
+    /// Persists a certified block and makes its state current. Returns once the block is
+    /// durable on disk: only then are its transactions reported committed.
+    pub fn finalize(
+        &self,
+        mut p: vouch_state::Proposal,
+        certificate: Certificate,
+    ) -> Result<u64, SubmitError> {
+        p.block.certificate = certificate;
+        let mut inner = self.lock();
+        if p.block.header.parent != inner.state.last_block {
+            return Err(SubmitError::Store("proposal is stale".into()));
+        }
+        self.store
+            .commit(&p.block, &p.applied, &p.state)
+            .map_err(|e| SubmitError::Store(e.to_string()))?;
+        let chain = p.state.chain;
+        let height = p.block.header.height;
+        let mut done: HashSet<Hash32> = p.block.txs.iter().map(|t| t.id(&chain)).collect();
+        for (id, err) in &p.rejected {
+            done.insert(*id);
+            inner.rejected.insert(*id, err.to_string());
+            inner.rejected_order.push_back(*id);
+        }
+        while inner.rejected_order.len() > REJECTED_MEMORY {
+            if let Some(old) = inner.rejected_order.pop_front() {
+                inner.rejected.remove(&old);
+            }
+        }
+        let mut remaining = VecDeque::new();
+        let mut pending: HashMap<Hash32, u64> = HashMap::new();
+        for (id, tx) in inner.pool.drain(..) {
+            if !done.contains(&id) {
+                *pending.entry(tx.from).or_insert(0) += 1;
+                remaining.push_back((id, tx));
+            }
+        }
+        inner.pool_ids = remaining.iter().map(|(id, _)| *id).collect();
+        inner.pool = remaining;
+        inner.pending_per_sender = pending;
+        inner.state = Arc::new(p.state);
+        drop(inner);
+        self.heights.send_replace(height);
+        Ok(height)
+    }
+
+    /// Writes a state snapshot (clean shutdown).
+    pub fn snapshot(&self) -> Result<(), String> {
+        let s = self.state();
+        self.store.snapshot(&s).map_err(|e| e.to_string())
+    }
+
+    /// The inclusion proof for a committed receipt.
+    pub fn inclusion(&self, receipt: &Hash32) -> Result<Option<Inclusion>, String> {
+        let Some((height, index)) = self
+            .store
+            .receipt_location(receipt)
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(None);
+        };
+        let block = self
+            .store
+            .block(height)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("block {height} missing"))?;
+        let events = self.store.events(height).map_err(|e| e.to_string())?;
+        let mut leaves = Vec::new();
+        let mut job = Hash32::default();
+        for e in &events {
+            if let vouch_state::Event::JobCommitted {
+                job: j, receipt: r, ..
+            } = e
+            {
+                if leaves.len() == index as usize {
+                    job = *j;
+                }
+                leaves.push(*r);
+            }
+        }
+        let proof = vouch_crypto::merkle::prove(&leaves, index as usize)
+            .ok_or_else(|| "receipt index outside its block".to_string())?;
+        Ok(Some(Inclusion {
+            job,
+            header: block.header,
+            proof: InclusionProof {
+                index: proof.index,
+                leaves: proof.leaves,
+                path: proof.path,
+            },
+            certificate: block.certificate,
+        }))
+    }
+}

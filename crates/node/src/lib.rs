@@ -1,0 +1,245 @@
+//! A Vouch node: wires the ledger, a consensus engine, and the provider, validator and
+//! gateway roles into one process.
+//!
+//! `vouch up` runs all of them with the single-validator engine on one machine.
+
+pub mod api;
+pub mod chain;
+pub mod consensus;
+pub mod error;
+pub mod keys;
+pub mod provider;
+pub mod validator;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::sync::watch;
+use vouch_crypto::SigningKey;
+use vouch_inference::ChatModel;
+use vouch_state::{Genesis, GenesisAccount, GenesisModel, GenesisProvider, Params};
+use vouch_storage::Store;
+
+pub use chain::{Chain, TxStatus};
+pub use consensus::{Engine, SoloEngine};
+
+/// One whole token in base units (amounts on the ledger are integers).
+pub const UNIT: u64 = 1_000_000;
+
+/// The keys a dev network uses, kept in `<node home>/keys`.
+#[derive(Debug)]
+pub struct DevKeys {
+    pub validator: SigningKey,
+    pub provider: SigningKey,
+    pub faucet: SigningKey,
+    pub author: SigningKey,
+}
+
+impl DevKeys {
+    pub fn load_or_create(node_home: &Path) -> Result<Self> {
+        let dir = node_home.join("keys");
+        Ok(DevKeys {
+            validator: keys::load_or_create(&dir, "validator")?.0,
+            provider: keys::load_or_create(&dir, "provider")?.0,
+            faucet: keys::load_or_create(&dir, "faucet")?.0,
+            author: keys::load_or_create(&dir, "author")?.0,
+        })
+    }
+}
+
+/// Parameters of the dev network: short windows so a person sees settlement in seconds.
+pub fn dev_params() -> Params {
+    Params {
+        min_tx_fee: 10,
+        unbonding_period_ms: 60_000,
+        min_provider_stake: 1_000 * UNIT,
+        job_timeout_ms: 120_000,
+        challenge_window_ms: 10_000,
+        dispute_period_ms: 10_000,
+        validator_fee_bps: 500,
+        max_royalty_bps: 2_000,
+        slash_bps: 1_000,
+        reporter_reward_bps: 5_000,
+        audit_rate_ppm: 250_000,
+        max_unbonding_entries: 16,
+    }
+}
+
+/// A dev genesis: a funded faucet, one validator, one provider serving `model`.
+pub fn dev_genesis(keys: &DevKeys, model: (vouch_types::Hash32, &str, &str), time: u64) -> Genesis {
+    let (id, name, licence) = model;
+    Genesis {
+        chain_name: "vouch-dev".into(),
+        time,
+        params: dev_params(),
+        accounts: vec![
+            GenesisAccount {
+                address: keys.faucet.public(),
+                balance: 1_000_000_000 * UNIT,
+                stake: 0,
+            },
+            GenesisAccount {
+                address: keys.validator.public(),
+                balance: 10 * UNIT,
+                stake: 10_000 * UNIT,
+            },
+            GenesisAccount {
+                address: keys.provider.public(),
+                balance: 10 * UNIT,
+                stake: 10_000 * UNIT,
+            },
+            GenesisAccount {
+                address: keys.author.public(),
+                balance: 0,
+                stake: 0,
+            },
+        ],
+        validators: vec![keys.validator.public()],
+        models: vec![GenesisModel {
+            id,
+            name: name.to_string(),
+            version: "1".into(),
+            parent: None,
+            licence: licence.to_string(),
+            author: keys.author.public(),
+            royalty_bps: 1_000,
+        }],
+        providers: vec![GenesisProvider {
+            address: keys.provider.public(),
+            models: vec![id],
+            price_per_token: 10,
+            capacity: 8,
+            endpoint: "local".into(),
+        }],
+    }
+}
+
+/// Everything a node process runs.
+pub struct NodeConfig {
+    pub home: PathBuf,
+    pub genesis: Genesis,
+    pub listen: SocketAddr,
+    pub block_interval: Duration,
+    pub validator_key: SigningKey,
+    /// Provider key and model, if this node serves jobs.
+    pub provider: Option<(SigningKey, ChatModel)>,
+    /// Audit selected jobs (needs the model: the provider's, shared).
+    pub audit: bool,
+    pub faucet: Option<SigningKey>,
+}
+
+/// A running node.
+pub struct Running {
+    pub chain: Arc<Chain>,
+    pub addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<Result<()>>>,
+}
+
+impl Running {
+    /// Stops the engine and the server, and writes a state snapshot.
+    pub async fn stop(self) -> Result<()> {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            match t.await {
+                Ok(r) => r?,
+                Err(e) => anyhow::bail!("task failed: {e}"),
+            }
+        }
+        self.chain.snapshot().map_err(anyhow::Error::msg)?;
+        Ok(())
+    }
+
+    /// Runs until Ctrl-C / SIGTERM, or until the engine stops on an error.
+    pub async fn run_until_signal(mut self) -> Result<()> {
+        let engine = self.tasks.remove(0);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = engine => {
+                let r = r.map_err(|e| anyhow::anyhow!("engine panicked: {e}")).and_then(|r| r);
+                let _ = self.shutdown.send(true);
+                r?;
+                anyhow::bail!("consensus engine stopped")
+            }
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        self.stop().await
+    }
+}
+
+/// Opens the ledger and starts the engine, roles and HTTP server.
+pub async fn start(cfg: NodeConfig, engine: Box<dyn Engine>) -> Result<Running> {
+    std::fs::create_dir_all(&cfg.home)
+        .with_context(|| format!("creating {}", cfg.home.display()))?;
+    let db = cfg.home.join("ledger.redb");
+    let genesis = cfg.genesis.clone();
+    let (store, state) = tokio::task::spawn_blocking(move || Store::open(&db, &genesis)).await??;
+    tracing::info!(height = state.height, root = %state.root().short(), "ledger opened");
+    let validator_key = SigningKey::from_bytes(&cfg.validator_key.to_bytes())?;
+    let chain = Arc::new(Chain::new(store, state, cfg.genesis, cfg.validator_key));
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    let app: Arc<dyn consensus::Application> = chain.clone();
+    let rx = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move { engine.run(app, rx).await }));
+
+    let provider = cfg.provider.map(|(key, model)| {
+        Arc::new(provider::ProviderRole {
+            key,
+            model_id: model.id(),
+            model_name: model.name().to_string(),
+            system_default: model.system_default().map(str::to_string),
+            context: model.context(),
+            model: Arc::new(Mutex::new(model)),
+        })
+    });
+    if cfg.audit {
+        if let Some(p) = &provider {
+            let v = Arc::new(validator::ValidatorRole {
+                key: validator_key,
+                model: p.model.clone(),
+            });
+            let c = chain.clone();
+            let rx = shutdown_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                v.run(c, rx).await;
+                Ok(())
+            }));
+        }
+    }
+
+    let router = api::router(api::AppState {
+        chain: chain.clone(),
+        provider,
+        faucet: cfg.faucet.map(Arc::new),
+    });
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let mut rx = shutdown_rx;
+    tasks.push(tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                while !*rx.borrow() {
+                    if rx.changed().await.is_err() {
+                        break;
+                    }
+                }
+            })
+            .await
+            .context("http server")
+    }));
+    Ok(Running {
+        chain,
+        addr,
+        shutdown,
+        tasks,
+    })
+}

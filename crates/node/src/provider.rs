@@ -1,0 +1,234 @@
+//! The provider role: runs escrowed jobs on the local model and commits their results.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use vouch_crypto::SigningKey;
+use vouch_inference::chat::{render_chatml, Message};
+use vouch_inference::ChatModel;
+use vouch_state::JobStatus;
+use vouch_types::tx::{Action, Tx};
+use vouch_types::{Hash32, Receipt, ReceiptKind, Sampling};
+use vouch_verify::attest::{self, Input};
+
+use crate::chain::{Chain, SubmitError, TxStatus};
+use crate::error::ApiError;
+
+/// How long a caller waits for its transaction to reach a block.
+pub const COMMIT_WAIT: Duration = Duration::from_secs(30);
+
+pub struct ProviderRole {
+    pub key: SigningKey,
+    pub model: Arc<Mutex<ChatModel>>,
+    pub model_id: Hash32,
+    pub model_name: String,
+    pub system_default: Option<String>,
+    pub context: usize,
+}
+
+/// A job as the client sends it: the signed `SubmitJob` transaction and the input whose
+/// hash that transaction names.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobRequest {
+    /// Hex of the encoded, signed `SubmitJob` transaction.
+    pub tx: String,
+    #[serde(default)]
+    pub messages: Option<Vec<Message>>,
+    /// Raw prompt text, tokenized as is (instead of `messages`).
+    #[serde(default)]
+    pub prompt: Option<String>,
+    #[serde(default)]
+    pub temperature: f32,
+    #[serde(default = "one")]
+    pub top_p: f32,
+    #[serde(default)]
+    pub seed: u64,
+    pub max_tokens: u32,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+/// The exact prompt text and its kind for a request, as the provider will render it.
+pub fn render(
+    req_messages: Option<&[Message]>,
+    prompt: Option<&str>,
+    system_default: Option<&str>,
+) -> Result<(ReceiptKind, String), String> {
+    match (req_messages, prompt) {
+        (Some(m), None) => {
+            if m.is_empty() {
+                return Err("messages must not be empty".into());
+            }
+            Ok((ReceiptKind::Chat, render_chatml(m, system_default)))
+        }
+        (None, Some(p)) => Ok((ReceiptKind::Completion, p.to_string())),
+        _ => Err("give exactly one of `messages` and `prompt`".into()),
+    }
+}
+
+pub fn submit_error(e: SubmitError) -> ApiError {
+    match e {
+        SubmitError::Invalid(vouch_state::TxError::InsufficientFunds { need, balance }) => {
+            ApiError::payment(format!(
+                "insufficient funds: need {need}, balance is {balance}"
+            ))
+        }
+        SubmitError::Invalid(t) => ApiError::bad_request(t.to_string()),
+        SubmitError::Full(_) => ApiError::overloaded(e.to_string()),
+        SubmitError::AlreadyCommitted(_) => ApiError::bad_request(format!("replay: {e}")),
+        SubmitError::Store(s) => ApiError::internal(s),
+    }
+}
+
+async fn wait_committed(chain: &Chain, id: &Hash32, what: &str) -> Result<(u64, u32), ApiError> {
+    match chain.wait_tx(id, COMMIT_WAIT).await {
+        TxStatus::Committed { height, index } => Ok((height, index)),
+        TxStatus::Rejected { reason } => {
+            Err(ApiError::bad_request(format!("{what} rejected: {reason}")))
+        }
+        other => Err(ApiError::unavailable(format!(
+            "{what} not committed in time ({other:?})"
+        ))),
+    }
+}
+
+impl ProviderRole {
+    /// Runs a client's job end to end: escrow, inference, result commit, inclusion proof.
+    pub async fn run_job(
+        self: &Arc<Self>,
+        chain: &Arc<Chain>,
+        req: JobRequest,
+    ) -> Result<Receipt, ApiError> {
+        let bytes =
+            hex::decode(req.tx.trim()).map_err(|_| ApiError::bad_request("tx is not hex"))?;
+        let tx = Tx::decode(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("malformed transaction: {e}")))?;
+        let Action::SubmitJob {
+            model,
+            provider,
+            input_hash,
+            max_tokens,
+            ..
+        } = tx.action.clone()
+        else {
+            return Err(ApiError::bad_request("tx must be a submit_job transaction"));
+        };
+        if provider != self.key.public() {
+            return Err(ApiError::bad_request(format!(
+                "job names provider {provider}, this node is {}",
+                self.key.public()
+            )));
+        }
+        if model != self.model_id {
+            return Err(ApiError::not_found(format!(
+                "this provider serves {} ({}), not {model}",
+                self.model_name, self.model_id
+            )));
+        }
+        let (kind, prompt) = render(
+            req.messages.as_deref(),
+            req.prompt.as_deref(),
+            self.system_default.as_deref(),
+        )
+        .map_err(ApiError::bad_request)?;
+        if Receipt::hash_input(kind, &prompt) != input_hash {
+            return Err(ApiError::bad_request(
+                "the job's input_hash does not match the request's input",
+            ));
+        }
+        if req.max_tokens == 0 || req.max_tokens > max_tokens {
+            return Err(ApiError::bad_request(format!(
+                "max_tokens must be between 1 and the job's {max_tokens}"
+            )));
+        }
+        let sampling = Sampling {
+            temperature: req.temperature,
+            top_p: req.top_p,
+            seed: req.seed,
+            max_tokens: req.max_tokens,
+        };
+        if !(0.0..=2.0).contains(&sampling.temperature)
+            || !(sampling.top_p > 0.0 && sampling.top_p <= 1.0)
+        {
+            return Err(ApiError::bad_request(
+                "temperature must be in [0, 2] and top_p in (0, 1]",
+            ));
+        }
+        // Check the prompt fits before any money moves.
+        {
+            let model = self.model.lock().unwrap_or_else(|p| p.into_inner());
+            let n = model
+                .tokenize(&prompt)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?
+                .len();
+            if n + req.max_tokens as usize > self.context {
+                return Err(ApiError::bad_request(format!(
+                    "prompt of {n} tokens plus max_tokens {} exceeds the context of {}",
+                    req.max_tokens, self.context
+                )));
+            }
+        }
+        let job = chain.submit(tx).map_err(submit_error)?;
+        wait_committed(chain, &job, "job").await?;
+        let state = chain.state();
+        match state.jobs.get(&job) {
+            Some(j) if j.status == JobStatus::Submitted => {}
+            _ => {
+                return Err(ApiError::internal(
+                    "job is not open after its escrow committed",
+                ))
+            }
+        }
+        let me = self.clone();
+        let input = match kind {
+            ReceiptKind::Completion => Input::Completion(prompt),
+            _ => Input::Chat(req.messages.unwrap_or_default()),
+        };
+        let created_at = crate::consensus::now_ms() / 1000;
+        let mut receipt = tokio::task::spawn_blocking(move || {
+            let mut model = me.model.lock().unwrap_or_else(|p| p.into_inner());
+            attest::generate(
+                &mut model,
+                &me.key,
+                &input,
+                sampling,
+                created_at,
+                &mut |_| {},
+            )
+        })
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(format!("inference failed: {e}")))?;
+        receipt.inclusion = None;
+        let rid = receipt.id();
+        // Keep the receipt before committing: an auditor may ask for it as soon as the
+        // commit is in a block.
+        let json = serde_json::to_vec(&receipt).map_err(|e| ApiError::internal(e.to_string()))?;
+        chain
+            .store()
+            .put_receipt(&rid, &json)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let commit = Action::CommitResult {
+            job,
+            receipt: rid,
+            output_hash: receipt.output_hash,
+            fingerprint: receipt.fingerprint.hash(),
+            prompt_tokens: receipt.prompt_tokens,
+            output_tokens: receipt.output_tokens.len() as u32,
+        };
+        let cid = chain
+            .submit_signed(&self.key, commit)
+            .map_err(submit_error)?;
+        wait_committed(chain, &cid, "result").await?;
+        receipt.inclusion = chain.inclusion(&rid).map_err(ApiError::internal)?;
+        let json = serde_json::to_vec(&receipt).map_err(|e| ApiError::internal(e.to_string()))?;
+        chain
+            .store()
+            .put_receipt(&rid, &json)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        Ok(receipt)
+    }
+}

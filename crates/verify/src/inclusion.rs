@@ -1,0 +1,83 @@
+//! Light check of a receipt against a block header: Merkle path to the header's receipt
+//! root, and the header's finality certificate. Needs no ledger state.
+
+use vouch_crypto::merkle;
+use vouch_types::tx::domain;
+use vouch_types::{Hash32, Header, Receipt};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InclusionError {
+    #[error("receipt has no inclusion proof (it was not committed through a node)")]
+    Missing,
+    #[error("inclusion proof does not lead from this receipt to the block's receipt root")]
+    BadPath,
+    #[error("block certificate has no signatures")]
+    NoVotes,
+    #[error("block certificate signature by {0} is invalid")]
+    BadVote(String),
+    #[error("block is signed by {signed} of {needed} required trusted validators")]
+    NoQuorum { signed: usize, needed: usize },
+    #[error("validator {0} signed twice")]
+    DuplicateVote(String),
+}
+
+/// What a successful inclusion check established.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InclusionReport {
+    pub chain: Hash32,
+    pub height: u64,
+    pub block: Hash32,
+    pub job: Hash32,
+    pub signers: Vec<Hash32>,
+}
+
+/// The message a validator signs to finalize a header.
+pub fn header_vote_message(h: &Header) -> [u8; 32] {
+    h.id().0
+}
+
+/// Checks the receipt's inclusion proof and the header's certificate. With `trusted`,
+/// signatures from more than two thirds of those validators are required; without it the
+/// signatures are checked and the signers reported, for the caller to compare with the
+/// validator set it trusts.
+pub fn check_inclusion(
+    r: &Receipt,
+    trusted: Option<&[Hash32]>,
+) -> Result<InclusionReport, InclusionError> {
+    let inc = r.inclusion.as_ref().ok_or(InclusionError::Missing)?;
+    let proof = merkle::Proof {
+        index: inc.proof.index,
+        leaves: inc.proof.leaves,
+        path: inc.proof.path.clone(),
+    };
+    if !merkle::verify(&inc.header.receipt_root, &r.id(), &proof) {
+        return Err(InclusionError::BadPath);
+    }
+    let msg = header_vote_message(&inc.header);
+    if inc.certificate.votes.is_empty() {
+        return Err(InclusionError::NoVotes);
+    }
+    let mut signers = Vec::new();
+    for v in &inc.certificate.votes {
+        vouch_crypto::verify(&v.validator, domain::HEADER_SIGNATURE, &msg, &v.signature)
+            .map_err(|_| InclusionError::BadVote(v.validator.to_hex()))?;
+        if signers.contains(&v.validator) {
+            return Err(InclusionError::DuplicateVote(v.validator.to_hex()));
+        }
+        signers.push(v.validator);
+    }
+    if let Some(set) = trusted {
+        let signed = signers.iter().filter(|s| set.contains(s)).count();
+        let needed = set.len() * 2 / 3 + 1;
+        if signed < needed {
+            return Err(InclusionError::NoQuorum { signed, needed });
+        }
+    }
+    Ok(InclusionReport {
+        chain: inc.header.chain,
+        height: inc.header.height,
+        block: inc.header.id(),
+        job: inc.job,
+        signers,
+    })
+}
