@@ -76,6 +76,7 @@ fn honest_receipts_verify_across_threads_batching_and_cache() {
         "--threads",
         "1",
         "infer",
+        "--local",
         "--prompts-file",
         pf.to_str().unwrap(),
         "--receipt-dir",
@@ -100,6 +101,7 @@ fn honest_receipts_verify_across_threads_batching_and_cache() {
         "--threads",
         "2",
         "infer",
+        "--local",
         "--prompts-file",
         pf2.to_str().unwrap(),
         "--receipt-dir",
@@ -120,6 +122,7 @@ fn honest_receipts_verify_across_threads_batching_and_cache() {
             "--threads",
             "2",
             "infer",
+            "--local",
             "--prompt",
             p,
             "--max-tokens",
@@ -142,6 +145,7 @@ fn verify_exit_codes_and_reasons() {
     let r = tmp.path().join("r.json");
     let out = ok(&[
         "infer",
+        "--local",
         "--prompt",
         "Name three primary colors.",
         "--max-tokens",
@@ -246,7 +250,7 @@ fn embed_prints_vector_and_its_receipt_reexecutes() {
 fn missing_or_corrupt_models_give_clear_errors() {
     let home = tempfile::tempdir().unwrap();
     let h = home.path().to_str().unwrap();
-    let o = vouch(&["--home", h, "infer", "--prompt", "hi"]);
+    let o = vouch(&["--home", h, "infer", "--local", "--prompt", "hi"]);
     assert_eq!(o.status.code(), Some(2));
     let (_, err) = text(&o);
     assert!(
@@ -260,13 +264,13 @@ fn missing_or_corrupt_models_give_clear_errors() {
         b"GGUF but not really",
     )
     .unwrap();
-    let o = vouch(&["--home", h, "infer", "--prompt", "hi"]);
+    let o = vouch(&["--home", h, "infer", "--local", "--prompt", "hi"]);
     assert_eq!(o.status.code(), Some(2));
     let (_, err) = text(&o);
     assert!(err.contains("corrupt"), "{err}");
     // Over-long prompts are refused before any work.
     let long = "word ".repeat(9000);
-    let o = vouch(&["infer", "--prompt", &long, "--max-tokens", "8"]);
+    let o = vouch(&["infer", "--local", "--prompt", &long, "--max-tokens", "8"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).1.contains("context"), "{:?}", text(&o).1);
 }

@@ -1,0 +1,450 @@
+//! The network on one machine, as a user runs it: `vouch up` as a real process.
+//!
+//! - kill -9 in the middle of a load of transactions, restart, and find every transaction
+//!   that was reported committed, at the same place, under the same state roots;
+//! - a damaged ledger file is refused at start with a clear error;
+//! - `vouch up` + `wallet new` + `infer` + `verify`: escrow, commit, audit, settlement,
+//!   and the receipt's inclusion proof, with the real model.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use vouch_crypto::SigningKey;
+use vouch_node::DevKeys;
+use vouch_state::{sign_tx, Genesis, GenesisAccount};
+use vouch_types::tx::Action;
+use vouch_types::Hash32;
+
+const VOUCH: &str = env!("CARGO_BIN_EXE_vouch");
+
+struct Node {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `vouch up` and waits for its "listening on" line.
+fn up(home: &Path, extra: &[&str]) -> Node {
+    let mut child = Command::new(VOUCH)
+        .args([
+            "--home",
+            home.to_str().unwrap(),
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start vouch up");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("vouch up did not start: {line:?}"))
+        .to_string();
+    Node {
+        child,
+        url: format!("http://{addr}"),
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .new_agent()
+}
+
+fn get(url: &str) -> Value {
+    agent()
+        .get(url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap()
+}
+
+fn post(url: &str, body: &Value) -> Result<(u16, Value), ureq::Error> {
+    let mut r = agent().post(url).send_json(body)?;
+    Ok((r.status().as_u16(), r.body_mut().read_json()?))
+}
+
+fn test_genesis(validator: &SigningKey, senders: &[SigningKey]) -> Genesis {
+    let mut accounts: Vec<GenesisAccount> = senders
+        .iter()
+        .map(|k| GenesisAccount {
+            address: k.public(),
+            balance: 1_000_000_000,
+            stake: 0,
+        })
+        .collect();
+    accounts.push(GenesisAccount {
+        address: validator.public(),
+        balance: 0,
+        stake: 1_000,
+    });
+    Genesis {
+        chain_name: "crash-test".into(),
+        time: 0,
+        params: vouch_node::dev_params(),
+        accounts,
+        validators: vec![validator.public()],
+        models: vec![],
+        providers: vec![],
+    }
+}
+
+#[test]
+fn kill_9_under_load_loses_nothing_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let data = home.join("node");
+    let keys = DevKeys::load_or_create(&data).unwrap();
+    let senders: Vec<SigningKey> = (1..=4u8)
+        .map(|i| SigningKey::from_bytes(&[i; 32]).unwrap())
+        .collect();
+    let genesis = test_genesis(&keys.validator, &senders);
+    std::fs::write(data.join("genesis.json"), genesis.to_json()).unwrap();
+    let chain = genesis.chain_id();
+    let args = ["--no-provider", "--block-interval-ms", "5"];
+
+    let node = up(home, &args);
+    let url = node.url.clone();
+    // (tx id) -> (height, index) as reported committed; (height) -> state root as served.
+    let committed: Arc<Mutex<BTreeMap<Hash32, (u64, u64)>>> = Default::default();
+    let roots: Arc<Mutex<BTreeMap<u64, String>>> = Default::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for (si, key) in senders.iter().enumerate() {
+        let key = SigningKey::from_bytes(&key.to_bytes()).unwrap();
+        let (url, committed, stop) = (url.clone(), committed.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || {
+            let to = SigningKey::from_bytes(&[100 + si as u8; 32])
+                .unwrap()
+                .public();
+            for nonce in 0.. {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                let tx = sign_tx(
+                    &key,
+                    &chain,
+                    nonce,
+                    10,
+                    Action::Transfer {
+                        to,
+                        amount: 1 + nonce,
+                    },
+                );
+                let id = tx.id(&chain);
+                let body = json!({"tx": hex_encode(&tx.encode()), "wait": true});
+                match post(&format!("{url}/v1/txs"), &body) {
+                    Ok((200, v)) if v["result"]["status"] == "committed" => {
+                        let h = v["result"]["height"].as_u64().unwrap();
+                        let i = v["result"]["index"].as_u64().unwrap();
+                        committed.lock().unwrap().insert(id, (h, i));
+                    }
+                    _ => return, // the node died
+                }
+            }
+        }));
+    }
+    {
+        let (url, roots, stop) = (url.clone(), roots.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok(mut r) = agent().get(&format!("{url}/v1/blocks/latest")).call() else {
+                    return;
+                };
+                let Ok(v) = r.body_mut().read_json::<Value>() else {
+                    return;
+                };
+                if let (Some(h), Some(root)) = (
+                    v["header"]["height"].as_u64(),
+                    v["header"]["state_root"].as_str(),
+                ) {
+                    roots.lock().unwrap().insert(h, root.to_string());
+                }
+                std::thread::sleep(Duration::from_millis(3));
+            }
+        }));
+    }
+    // Let the load run, then kill -9 while transactions are in flight.
+    let start = Instant::now();
+    while committed.lock().unwrap().len() < 300 && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(node); // SIGKILL
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let committed = committed.lock().unwrap().clone();
+    let roots = roots.lock().unwrap().clone();
+    assert!(
+        committed.len() >= 300,
+        "only {} committed before the kill",
+        committed.len()
+    );
+    assert!(!roots.is_empty());
+
+    let node = up(home, &args);
+    for (id, (h, i)) in &committed {
+        let v = get(&format!("{}/v1/txs/{id}", node.url));
+        assert_eq!(
+            v["result"]["status"], "committed",
+            "tx {id} lost after kill -9: {v}"
+        );
+        assert_eq!(
+            (
+                v["result"]["height"].as_u64().unwrap(),
+                v["result"]["index"].as_u64().unwrap()
+            ),
+            (*h, *i)
+        );
+    }
+    for (h, root) in &roots {
+        let v = get(&format!("{}/v1/blocks/{h}", node.url));
+        assert_eq!(
+            v["header"]["state_root"].as_str().unwrap(),
+            root,
+            "state root of block {h} changed"
+        );
+    }
+    // The chain goes on: the next nonce of a sender is accepted and commits.
+    let acct = get(&format!("{}/v1/accounts/{}", node.url, senders[0].public()));
+    let nonce = acct["nonce"].as_u64().unwrap();
+    let tx = sign_tx(&senders[0], &chain, nonce, 10, Action::Stake { amount: 5 });
+    let (code, v) = post(
+        &format!("{}/v1/txs", node.url),
+        &json!({"tx": hex_encode(&tx.encode()), "wait": true}),
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["result"]["status"], "committed", "{v}");
+    eprintln!(
+        "{} transactions committed before kill -9, all found after restart",
+        committed.len()
+    );
+    drop(node);
+
+    // A damaged ledger file is refused at start with a message naming it.
+    let db = data.join("ledger.redb");
+    let bytes = std::fs::read(&db).unwrap();
+    std::fs::write(&db, &bytes[..bytes.len() / 3]).unwrap();
+    let o = Command::new(VOUCH)
+        .args([
+            "--home",
+            home.to_str().unwrap(),
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("ledger.redb"), "{err}");
+}
+
+fn hex_encode(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn vouch(home: &Path, node: &str, args: &[&str]) -> (bool, String, String) {
+    let o = Command::new(VOUCH)
+        .args(["--home", home.to_str().unwrap(), "--node", node])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn up_infer_verify_escrow_audit_settle() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    // Share the model cache of the default home.
+    let models_src = vouch_inference_home().join("models");
+    std::os::unix::fs::symlink(&models_src, home.join("models")).unwrap();
+    let data = home.join("node");
+    let keys = DevKeys::load_or_create(&data).unwrap();
+    let spec = &vouch_inference::models::SMOLLM2_135M;
+    let mut g = vouch_node::dev_genesis(&keys, (spec.id(), spec.name, spec.licence), 0);
+    g.params.audit_rate_ppm = 1_000_000; // audit every job
+    g.params.challenge_window_ms = 4_000;
+    std::fs::write(data.join("genesis.json"), g.to_json()).unwrap();
+    let node = up(home, &["--block-interval-ms", "50"]);
+    let n = node.url.as_str();
+
+    let (ok, addr, err) = vouch(home, n, &["wallet", "new"]);
+    assert!(ok, "{err}");
+    let addr = addr.trim().to_string();
+    let (ok, bal, _) = vouch(home, n, &["wallet", "balance"]);
+    assert!(ok && bal.contains("balance 100000000"), "{bal}");
+
+    let receipt = home.join("r.json");
+    let (ok, out, err) = vouch(
+        home,
+        n,
+        &[
+            "infer",
+            "--model",
+            "smollm2-135m",
+            "--prompt",
+            "Name a primary colour.",
+            "--max-tokens",
+            "16",
+            "--seed",
+            "3",
+            "--receipt",
+            receipt.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}\n{err}");
+    assert!(err.contains("committed in block"), "{err}");
+    let r: vouch_types::Receipt =
+        serde_json::from_slice(&std::fs::read(&receipt).unwrap()).unwrap();
+    let inc = r
+        .inclusion
+        .clone()
+        .expect("receipt carries its inclusion proof");
+
+    // Offline verification, with the validator set pinned by the genesis file.
+    let genesis_path = data.join("genesis.json");
+    let (ok, out, err) = vouch(
+        home,
+        n,
+        &[
+            "verify",
+            receipt.to_str().unwrap(),
+            "--genesis",
+            genesis_path.to_str().unwrap(),
+            "--require-inclusion",
+        ],
+    );
+    assert!(ok && out.contains("(trusted)"), "{out}\n{err}");
+    // A receipt moved to another block's proof, or a forged certificate, fails.
+    let mut bad = r.clone();
+    bad.inclusion.as_mut().unwrap().proof.index ^= 1;
+    bad.inclusion.as_mut().unwrap().proof.leaves += 1;
+    let badp = home.join("bad.json");
+    std::fs::write(&badp, serde_json::to_vec(&bad).unwrap()).unwrap();
+    let (ok, out, _) = vouch(home, n, &["verify", badp.to_str().unwrap()]);
+    assert!(!ok && out.contains("INVALID"), "{out}");
+    let mut bad = r.clone();
+    bad.inclusion.as_mut().unwrap().header.time += 1;
+    std::fs::write(&badp, serde_json::to_vec(&bad).unwrap()).unwrap();
+    let (ok, out, _) = vouch(home, n, &["verify", badp.to_str().unwrap()]);
+    assert!(!ok && out.contains("signature"), "{out}");
+    let other = SigningKey::from_bytes(&[9; 32]).unwrap().public().to_hex();
+    let (ok, out, _) = vouch(
+        home,
+        n,
+        &["verify", receipt.to_str().unwrap(), "--validator", &other],
+    );
+    assert!(!ok && out.contains("trusted validators"), "{out}");
+
+    // The job: escrowed, committed, audited (rate 1.0), then settled with the fee split.
+    let job = inc.job;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let history = loop {
+        let v = get(&format!("{n}/v1/jobs/{job}"));
+        let events = v["history"].as_array().cloned().unwrap_or_default();
+        if events.iter().any(|e| e[1]["event"] == "job_settled") {
+            break events;
+        }
+        assert!(Instant::now() < deadline, "job never settled: {v}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let kinds: Vec<&str> = history
+        .iter()
+        .map(|e| e[1]["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "job_submitted",
+            "job_committed",
+            "job_audited",
+            "job_settled"
+        ],
+        "{history:?}"
+    );
+    let audited = &history[2][1];
+    assert_eq!(audited["pass"], true);
+    assert_eq!(
+        audited["auditor"].as_str().unwrap(),
+        keys.validator.public().to_hex()
+    );
+    let settled = &history[3][1];
+    let tokens = u64::from(r.prompt_tokens) + r.output_tokens.len() as u64;
+    let charge = tokens * 10;
+    assert_eq!(
+        settled["refund"].as_u64().unwrap() + charge,
+        history[0][1]["escrow"].as_u64().unwrap()
+    );
+    assert_eq!(settled["royalty"].as_u64().unwrap(), charge / 10);
+    assert_eq!(settled["validator_amount"].as_u64().unwrap(), charge / 20);
+    assert_eq!(
+        settled["provider_amount"].as_u64().unwrap(),
+        charge - charge / 10 - charge / 20
+    );
+    let acct = get(&format!("{n}/v1/accounts/{addr}"));
+    let fee = g.params.min_tx_fee;
+    assert_eq!(
+        acct["balance"].as_u64().unwrap(),
+        100_000_000 - fee - charge
+    );
+    let author = get(&format!("{n}/v1/accounts/{}", keys.author.public()));
+    assert_eq!(author["balance"].as_u64().unwrap(), charge / 10);
+
+    // The receipt is served by id, with its proof.
+    let served = get(&format!("{n}/v1/receipts/{}", r.id()));
+    assert_eq!(served["inclusion"]["header"]["height"], inc.header.height);
+    // tx status and block show work from the CLI.
+    let (ok, out, _) = vouch(home, n, &["block", "show", &inc.header.height.to_string()]);
+    assert!(ok && out.contains("commit_result"), "{out}");
+    let (ok, out, _) = vouch(home, n, &["tx", "status", &job.to_hex()]);
+    assert!(ok && out.contains("committed"), "{out}");
+    // Spending more than the balance is refused with the reason.
+    let (ok, _, err) = vouch(
+        home,
+        n,
+        &[
+            "wallet",
+            "send",
+            &keys.author.public().to_hex(),
+            "999999999999",
+        ],
+    );
+    assert!(!ok && err.contains("insufficient funds"), "{err}");
+}
+
+fn vouch_inference_home() -> std::path::PathBuf {
+    std::env::var_os("VOUCH_HOME")
+        .map(Into::into)
+        .unwrap_or_else(vouch_inference::models::default_home)
+}
