@@ -1,6 +1,7 @@
 //! The vouch command: fetch models, infer with a receipt, verify receipts, embed, benchmark.
 
 mod bench;
+mod bench_ledger;
 mod client;
 mod keys;
 mod ledger;
@@ -74,8 +75,20 @@ enum Cmd {
     Embed(EmbedArgs),
     /// Show this machine's provider key.
     Key,
-    /// Measure decode/prefill speed, verification cost and receipt checks.
-    Bench(bench::BenchArgs),
+    /// Benchmarks: `engine` (decode/prefill vs llama.cpp, verification cost) and
+    /// `ledger` (transactions per second, receipt light check, block commit latency).
+    Bench {
+        #[command(subcommand)]
+        cmd: BenchCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCmd {
+    /// Decode/prefill speed against llama.cpp, verification cost, proof size.
+    Engine(bench::BenchArgs),
+    /// Ledger throughput, receipt light-check time, block commit latency.
+    Ledger(bench_ledger::LedgerBenchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -193,7 +206,12 @@ fn main() -> ExitCode {
         Cmd::Block { cmd } => ledger::block(&cli.node, cmd),
         Cmd::Embed(a) => embed(&home, a),
         Cmd::Key => keys::load_or_create(&home).map(|k| println!("{}", k.public())),
-        Cmd::Bench(a) => bench::run(&home, a),
+        Cmd::Bench {
+            cmd: BenchCmd::Engine(a),
+        } => bench::run(&home, a),
+        Cmd::Bench {
+            cmd: BenchCmd::Ledger(a),
+        } => bench_ledger::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

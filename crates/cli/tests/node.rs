@@ -466,9 +466,15 @@ fn bad_transactions_get_clear_reasons_and_change_nothing() {
     let tx = |nonce: u64, action: Action| sign_tx(&alice, &chain, nonce, 10, action);
     let hexed = |t: &vouch_types::Tx| hex_encode(&t.encode());
     let expect = |(code, v): (u16, Value), want_code: u16, want: &str| {
-        let msg = v["error"]["message"].as_str().unwrap_or_default().to_string();
+        let msg = v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         assert_eq!(code, want_code, "{v}");
-        assert!(msg.to_lowercase().contains(want), "expected {want:?} in {msg:?}");
+        assert!(
+            msg.to_lowercase().contains(want),
+            "expected {want:?} in {msg:?}"
+        );
     };
 
     // Malformed request bodies.
@@ -479,49 +485,100 @@ fn bad_transactions_get_clear_reasons_and_change_nothing() {
         .unwrap();
     let v: Value = r.body_mut().read_json().unwrap();
     assert_eq!(r.status().as_u16(), 400, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("malformed"));
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("malformed"));
     expect(send(json!({"tx": "zz"})), 400, "malformed");
     let good = tx(0, Action::Transfer { to: bob, amount: 5 });
     let bytes = good.encode();
-    expect(send(json!({"tx": hex_encode(&bytes[..bytes.len() - 3])})), 400, "malformed transaction");
+    expect(
+        send(json!({"tx": hex_encode(&bytes[..bytes.len() - 3])})),
+        400,
+        "malformed transaction",
+    );
     expect(send(json!({"tx": "00".repeat(10_000)})), 400, "oversized");
     // Bad signature: one bit of the signature flipped; another chain's signature.
     let mut forged = good.clone();
     forged.signature[5] ^= 1;
     expect(send(json!({"tx": hexed(&forged)})), 400, "bad signature");
-    let elsewhere = sign_tx(&alice, &Hash32([3; 32]), 0, 10, Action::Transfer { to: bob, amount: 5 });
+    let elsewhere = sign_tx(
+        &alice,
+        &Hash32([3; 32]),
+        0,
+        10,
+        Action::Transfer { to: bob, amount: 5 },
+    );
     expect(send(json!({"tx": hexed(&elsewhere)})), 400, "bad signature");
     // Nonce gap, then insufficient funds, unknown model, fee too low.
-    expect(send(json!({"tx": hexed(&tx(4, Action::Transfer { to: bob, amount: 5 }))})), 400, "bad nonce");
-    expect(send(json!({"tx": hexed(&tx(0, Action::Transfer { to: bob, amount: u64::MAX / 2 }))})), 402, "insufficient funds");
-    let unknown_model = tx(0, Action::SubmitJob {
-        model: Hash32([4; 32]),
-        provider: bob,
-        input_hash: Hash32([5; 32]),
-        max_tokens: 5,
-        max_fee: 5,
-    });
-    expect(send(json!({"tx": hexed(&unknown_model)})), 400, "unknown model");
-    let cheap = sign_tx(&alice, &chain, 0, 1, Action::Transfer { to: bob, amount: 5 });
+    expect(
+        send(json!({"tx": hexed(&tx(4, Action::Transfer { to: bob, amount: 5 }))})),
+        400,
+        "bad nonce",
+    );
+    expect(
+        send(json!({"tx": hexed(&tx(0, Action::Transfer { to: bob, amount: u64::MAX / 2 }))})),
+        402,
+        "insufficient funds",
+    );
+    let unknown_model = tx(
+        0,
+        Action::SubmitJob {
+            model: Hash32([4; 32]),
+            provider: bob,
+            input_hash: Hash32([5; 32]),
+            max_tokens: 5,
+            max_fee: 5,
+        },
+    );
+    expect(
+        send(json!({"tx": hexed(&unknown_model)})),
+        400,
+        "unknown model",
+    );
+    let cheap = sign_tx(
+        &alice,
+        &chain,
+        0,
+        1,
+        Action::Transfer { to: bob, amount: 5 },
+    );
     expect(send(json!({"tx": hexed(&cheap)})), 400, "fee");
     // None of that changed anything.
     let acct = get(&format!("{}/v1/accounts/{}", node.url, alice.public()));
-    assert_eq!((acct["nonce"].as_u64(), acct["balance"].as_u64()), (Some(0), Some(1_000_000_000)));
+    assert_eq!(
+        (acct["nonce"].as_u64(), acct["balance"].as_u64()),
+        (Some(0), Some(1_000_000_000))
+    );
     // The good one commits; sending it again is a replay.
     let (code, v) = send(json!({"tx": hexed(&good), "wait": true}));
-    assert_eq!((code, v["result"]["status"].as_str()), (200, Some("committed")), "{v}");
+    assert_eq!(
+        (code, v["result"]["status"].as_str()),
+        (200, Some("committed")),
+        "{v}"
+    );
     expect(send(json!({"tx": hexed(&good)})), 400, "replay");
     let acct = get(&format!("{}/v1/accounts/{}", node.url, alice.public()));
     assert_eq!(acct["balance"].as_u64(), Some(1_000_000_000 - 15));
     let same_nonce_other_tx = tx(0, Action::Transfer { to: bob, amount: 6 });
-    expect(send(json!({"tx": hexed(&same_nonce_other_tx)})), 400, "replay");
+    expect(
+        send(json!({"tx": hexed(&same_nonce_other_tx)})),
+        400,
+        "replay",
+    );
     // Lookups of things that do not exist.
     let v = get(&format!("{}/v1/txs/{}", node.url, Hash32([6; 32])));
     assert_eq!(v["result"]["status"], "unknown");
-    let mut r = agent().get(&format!("{}/v1/txs/xyz", node.url)).call().unwrap();
+    let mut r = agent()
+        .get(&format!("{}/v1/txs/xyz", node.url))
+        .call()
+        .unwrap();
     assert_eq!(r.status().as_u16(), 400);
     let _: Value = r.body_mut().read_json().unwrap();
-    let mut r = agent().get(&format!("{}/v1/blocks/999", node.url)).call().unwrap();
+    let mut r = agent()
+        .get(&format!("{}/v1/blocks/999", node.url))
+        .call()
+        .unwrap();
     assert_eq!(r.status().as_u16(), 404);
     let _: Value = r.body_mut().read_json().unwrap();
 }
