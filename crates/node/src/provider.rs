@@ -150,9 +150,9 @@ impl ProviderRole {
             seed: req.seed,
             max_tokens: req.max_tokens,
         };
-        if !(0.0..=2.0).contains(&sampling.temperature)
-            || !(sampling.top_p > 0.0 && sampling.top_p <= 1.0)
-        {
+        let temperature_ok = (0.0..=2.0).contains(&sampling.temperature);
+        let top_p_ok = sampling.top_p > 0.0 && sampling.top_p <= 1.0;
+        if !temperature_ok || !top_p_ok {
             return Err(ApiError::bad_request(
                 "temperature must be in [0, 2] and top_p in (0, 1]",
             ));

@@ -600,7 +600,6 @@ impl State {
     pub fn apply_tx_prechecked(&mut self, tx: &Tx, ctx: &Ctx) -> Result<Vec<Event>, TxError> {
         let mut scratch = Scratch {
             skip_signature: true,
-            ..Scratch::default()
         };
         let plan = self.validate(tx, ctx, &mut scratch)?;
         Ok(self.execute(tx, ctx, plan))

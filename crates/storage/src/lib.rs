@@ -299,7 +299,7 @@ impl Store {
                 let bytes = serde_json::to_vec(&hist).expect("history serializes");
                 jobs.insert(job.as_bytes(), bytes.as_slice())?;
             }
-            if height % SNAPSHOT_EVERY == 0 {
+            if height.is_multiple_of(SNAPSHOT_EVERY) {
                 let mut meta = w.open_table(META)?;
                 let snap = serde_json::to_vec(state).expect("state serializes");
                 meta.insert("snapshot", snap.as_slice())?;
