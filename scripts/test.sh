@@ -8,5 +8,7 @@ command -v python3 >/dev/null || { echo "python3 with pip is required (it downlo
 cargo fmt --all -- --check
 cargo build --release --locked -p vouch-cli
 "${CARGO_TARGET_DIR:-target}/release/vouch" models fetch
+# The official OpenAI client, used by the gateway tests as users use it.
+python3 -c "import openai" 2>/dev/null || python3 -m pip install --quiet "openai==3.54.0"
 cargo clippy --release --locked --all-targets -- -D warnings
 cargo test --release --locked --workspace

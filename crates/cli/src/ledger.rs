@@ -79,6 +79,7 @@ pub fn up(home: &Path, a: UpArgs) -> Result<()> {
         Some((SigningKey::from_bytes(&keys.provider.to_bytes())?, model))
     };
     let audit = !a.no_audit && provider.is_some();
+    let admin_token = admin_token(&data)?;
     let cfg = NodeConfig {
         home: data.clone(),
         genesis: genesis.clone(),
@@ -88,6 +89,7 @@ pub fn up(home: &Path, a: UpArgs) -> Result<()> {
         provider,
         audit,
         faucet: Some(SigningKey::from_bytes(&keys.faucet.to_bytes())?),
+        admin_token: Some(admin_token),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -123,6 +125,109 @@ pub fn up(home: &Path, a: UpArgs) -> Result<()> {
         println!("listening on {}", running.addr);
         running.run_until_signal().await
     })
+}
+
+/// The node's admin token (`<data>/admin.token`, 0600), created on first start.
+fn admin_token(data: &Path) -> Result<String> {
+    let path = data.join("admin.token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        return Ok(t.trim().to_string());
+    }
+    let mut b = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
+    let token = hex::encode(b);
+    std::fs::create_dir_all(data)?;
+    #[cfg(unix)]
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        f.write_all(token.as_bytes())?;
+    }
+    #[cfg(not(unix))]
+    std::fs::write(&path, &token)?;
+    Ok(token)
+}
+
+// ------------------------------------------------------------------ API keys
+
+#[derive(Subcommand, Debug)]
+pub enum ApiKeyCmd {
+    /// Create an API key bound to a new wallet held by the gateway (printed once).
+    Create {
+        /// A name for the key (an agent, an app).
+        name: String,
+        /// Spend limit per period in base units (0 = none).
+        #[arg(long, default_value_t = 0)]
+        limit: u64,
+        /// Length of the spend-limit period in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        period_secs: u64,
+        /// Fund the new wallet from this machine's wallet with this amount.
+        #[arg(long)]
+        fund: Option<u64>,
+    },
+    /// List keys (names, wallets, balances, limits; never the keys).
+    List,
+    /// Revoke a key by its id.
+    Revoke { id: Hash32 },
+}
+
+pub fn apikey(home: &Path, node: &str, data: Option<PathBuf>, cmd: ApiKeyCmd) -> Result<()> {
+    let data = data.unwrap_or_else(|| home.join("node"));
+    let token = std::fs::read_to_string(data.join("admin.token")).with_context(|| {
+        format!(
+            "no admin token in {} (is this the node's machine?)",
+            data.display()
+        )
+    })?;
+    let client = Client::new(node).with_token(token.trim());
+    match cmd {
+        ApiKeyCmd::Create {
+            name,
+            limit,
+            period_secs,
+            fund,
+        } => {
+            let v = client.post(
+                "/admin/keys",
+                &json!({"name": name, "limit": limit, "period_secs": period_secs}),
+            )?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            if let Some(amount) = fund {
+                let to: Hash32 = hash_field(&v["wallet"], "wallet")?;
+                let key = load_wallet(home)?;
+                let plain = Client::new(node);
+                let status = plain.get("/v1/status")?;
+                let tx = sign(&plain, &status, &key, Action::Transfer { to, amount })?;
+                let r = plain.post(
+                    "/v1/txs",
+                    &json!({"tx": hex::encode(tx.encode()), "wait": true}),
+                )?;
+                eprintln!("funded {to} with {amount}: {}", r["result"]);
+            }
+            Ok(())
+        }
+        ApiKeyCmd::List => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&client.get("/admin/keys")?)?
+            );
+            Ok(())
+        }
+        ApiKeyCmd::Revoke { id } => {
+            println!(
+                "{}",
+                client.post(&format!("/admin/keys/{id}/revoke"), &json!({}))?
+            );
+            Ok(())
+        }
+    }
 }
 
 // ------------------------------------------------------------------ wallet

@@ -56,6 +56,14 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ledger::WalletCmd,
     },
+    /// Gateway API keys bound to wallets with spend limits (run on the node's machine).
+    Apikey {
+        /// Node data directory (default: <home>/node).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[command(subcommand)]
+        cmd: ledger::ApiKeyCmd,
+    },
     /// Transaction status.
     Tx {
         #[command(subcommand)]
@@ -203,6 +211,7 @@ fn main() -> ExitCode {
         Cmd::Up(a) => ledger::up(&home, a),
         Cmd::Wallet { cmd } => ledger::wallet(&home, &cli.node, cmd, false),
         Cmd::Tx { cmd } => ledger::tx(&cli.node, cmd),
+        Cmd::Apikey { data, cmd } => ledger::apikey(&home, &cli.node, data, cmd),
         Cmd::Block { cmd } => ledger::block(&cli.node, cmd),
         Cmd::Embed(a) => embed(&home, a),
         Cmd::Key => keys::load_or_create(&home).map(|k| println!("{}", k.public())),

@@ -23,6 +23,9 @@ pub struct AppState {
     pub chain: Arc<Chain>,
     pub provider: Option<Arc<ProviderRole>>,
     pub faucet: Option<Arc<SigningKey>>,
+    /// Token for `/admin/*` (key management); `None` disables it.
+    pub admin_token: Option<Arc<String>>,
+    pub budgets: Arc<crate::gateway::Budgets>,
 }
 
 pub fn router(s: AppState) -> Router {
@@ -36,6 +39,19 @@ pub fn router(s: AppState) -> Router {
         .route("/v1/jobs/{id}", get(job))
         .route("/v1/receipts/{id}", get(receipt))
         .route("/v1/faucet", post(faucet))
+        .route("/v1/models", get(crate::gateway::models))
+        .route(
+            "/v1/chat/completions",
+            post(crate::gateway::chat_completions),
+        )
+        .route("/v1/completions", post(crate::gateway::completions))
+        .route("/v1/wallet", get(crate::gateway::wallet))
+        .route("/v1/wallet/transfer", post(crate::gateway::pay))
+        .route(
+            "/admin/keys",
+            post(crate::gateway::create_key).get(crate::gateway::list_keys),
+        )
+        .route("/admin/keys/{id}/revoke", post(crate::gateway::revoke_key))
         .layer(DefaultBodyLimit::max(1 << 20))
         .with_state(s)
 }

@@ -7,6 +7,7 @@ pub mod api;
 pub mod chain;
 pub mod consensus;
 pub mod error;
+pub mod gateway;
 pub mod keys;
 pub mod provider;
 pub mod validator;
@@ -129,6 +130,8 @@ pub struct NodeConfig {
     /// Audit selected jobs (needs the model: the provider's, shared).
     pub audit: bool,
     pub faucet: Option<SigningKey>,
+    /// Enables `/admin/keys` with this bearer token.
+    pub admin_token: Option<String>,
 }
 
 /// A running node.
@@ -218,6 +221,8 @@ pub async fn start(cfg: NodeConfig, engine: Box<dyn Engine>) -> Result<Running> 
         chain: chain.clone(),
         provider,
         faucet: cfg.faucet.map(Arc::new),
+        admin_token: cfg.admin_token.map(Arc::new),
+        budgets: Arc::new(gateway::Budgets::default()),
     });
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

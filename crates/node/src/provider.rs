@@ -18,6 +18,13 @@ use crate::error::ApiError;
 /// How long a caller waits for its transaction to reach a block.
 pub const COMMIT_WAIT: Duration = Duration::from_secs(30);
 
+/// How a job's escrow is paid: a transaction the client signed, or a wallet the gateway
+/// holds for an API key.
+pub enum Escrow {
+    Signed(Tx),
+    Custodial(Arc<SigningKey>, Action),
+}
+
 pub struct ProviderRole {
     pub key: SigningKey,
     pub model: Arc<Mutex<ChatModel>>,
@@ -171,7 +178,31 @@ impl ProviderRole {
                 )));
             }
         }
-        let job = chain.submit(tx).map_err(submit_error)?;
+        let input = match kind {
+            ReceiptKind::Completion => Input::Completion(prompt),
+            _ => Input::Chat(req.messages.unwrap_or_default()),
+        };
+        self.run_escrowed(chain, Escrow::Signed(tx), input, sampling, None)
+            .await
+    }
+
+    /// Submits the escrow transaction, runs the job once it is committed (streaming text
+    /// deltas to `sink` if given), commits the result, and returns the receipt with its
+    /// inclusion proof.
+    pub async fn run_escrowed(
+        self: &Arc<Self>,
+        chain: &Arc<Chain>,
+        escrow: Escrow,
+        input: Input,
+        sampling: Sampling,
+        sink: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    ) -> Result<Receipt, ApiError> {
+        let job = match escrow {
+            Escrow::Signed(tx) => chain.submit(tx).map_err(submit_error)?,
+            Escrow::Custodial(key, action) => {
+                chain.submit_signed(&key, action).map_err(submit_error)?
+            }
+        };
         wait_committed(chain, &job, "job").await?;
         let state = chain.state();
         match state.jobs.get(&job) {
@@ -183,20 +214,30 @@ impl ProviderRole {
             }
         }
         let me = self.clone();
-        let input = match kind {
-            ReceiptKind::Completion => Input::Completion(prompt),
-            _ => Input::Chat(req.messages.unwrap_or_default()),
-        };
         let created_at = crate::consensus::now_ms() / 1000;
         let mut receipt = tokio::task::spawn_blocking(move || {
             let mut model = me.model.lock().unwrap_or_else(|p| p.into_inner());
+            let tokenizer = model.tokenizer();
+            let mut ids: Vec<u32> = Vec::new();
+            let mut sent = 0usize;
+            let mut on_token = |t: u32| {
+                let Some(sink) = &sink else { return };
+                // Decode the whole prefix so characters split across tokens arrive whole.
+                ids.push(t);
+                if let Ok(text) = tokenizer.decode(&ids) {
+                    if text.len() > sent && text.is_char_boundary(sent) {
+                        let _ = sink.send(text[sent..].to_string());
+                        sent = text.len();
+                    }
+                }
+            };
             attest::generate(
                 &mut model,
                 &me.key,
                 &input,
                 sampling,
                 created_at,
-                &mut |_| {},
+                &mut on_token,
             )
         })
         .await

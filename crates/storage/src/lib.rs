@@ -23,6 +23,8 @@ const RECEIPTS: TableDefinition<&[u8; 32], (u64, u32)> = TableDefinition::new("r
 const RECEIPT_BODIES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("receipt_bodies");
 const JOBS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("job_history");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Gateway API keys by the hash of the key (never the key itself).
+const API_KEYS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("api_keys");
 
 /// How often (in blocks) a full state snapshot is written.
 pub const SNAPSHOT_EVERY: u64 = 32;
@@ -152,6 +154,7 @@ impl Store {
                 w.open_table(RECEIPTS)?;
                 w.open_table(RECEIPT_BODIES)?;
                 w.open_table(JOBS)?;
+                w.open_table(API_KEYS)?;
                 let mut meta = w.open_table(META)?;
                 let existing = meta.get("chain")?.map(|v| v.value().to_vec());
                 match existing {
@@ -393,5 +396,33 @@ impl Store {
                 .map(Some)
                 .map_err(|e| self.corrupt(format!("job history: {e}"))),
         }
+    }
+
+    /// Stores a gateway API key record under the hash of the key.
+    pub fn put_api_key(&self, key_hash: &Hash32, record: &[u8]) -> Result<(), StoreError> {
+        let w = self.db.begin_write()?;
+        {
+            let mut t = w.open_table(API_KEYS)?;
+            t.insert(key_hash.as_bytes(), record)?;
+        }
+        w.commit()?;
+        Ok(())
+    }
+
+    pub fn api_key(&self, key_hash: &Hash32) -> Result<Option<Vec<u8>>, StoreError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(API_KEYS)?;
+        Ok(t.get(key_hash.as_bytes())?.map(|v| v.value().to_vec()))
+    }
+
+    pub fn api_keys(&self) -> Result<Vec<(Hash32, Vec<u8>)>, StoreError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(API_KEYS)?;
+        let mut out = Vec::new();
+        for e in t.iter()? {
+            let (k, v) = e?;
+            out.push((Hash32(*k.value()), v.value().to_vec()));
+        }
+        Ok(out)
     }
 }

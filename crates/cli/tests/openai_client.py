@@ -1,0 +1,91 @@
+"""The official OpenAI Python client against a running Vouch node.
+
+Run by crates/cli/tests/gateway.rs with VOUCH_BASE_URL, VOUCH_API_KEY and VOUCH_BROKE_KEY
+(a key whose wallet has no funds). Prints one JSON line with what the Rust side checks.
+"""
+import json
+import os
+import sys
+
+import openai
+from openai import OpenAI
+
+base = os.environ["VOUCH_BASE_URL"]
+client = OpenAI(base_url=base, api_key=os.environ["VOUCH_API_KEY"], max_retries=0, timeout=300)
+out = {}
+
+models = client.models.list()
+out["models"] = [m.id for m in models.data]
+assert "smollm2-135m" in out["models"], out["models"]
+
+r = client.chat.completions.create(
+    model="smollm2-135m",
+    messages=[{"role": "user", "content": "Name a primary colour."}],
+    max_tokens=12,
+    seed=1,
+)
+assert r.choices[0].message.role == "assistant"
+assert r.choices[0].message.content, r
+assert r.usage.completion_tokens >= 1 and r.usage.prompt_tokens > 10, r.usage
+assert r.choices[0].finish_reason in ("stop", "length")
+raw = r.model_dump()
+out["chat"] = {"content": r.choices[0].message.content, "receipt": raw["receipt"], "usage": raw["usage"]}
+
+# The same request with the raw response, to read the receipt header.
+resp = client.chat.completions.with_raw_response.create(
+    model="smollm2-135m",
+    messages=[{"role": "user", "content": "Name a primary colour."}],
+    max_tokens=12,
+    seed=1,
+)
+out["header_receipt"] = resp.headers.get("x-vouch-receipt")
+same = resp.parse()
+assert same.choices[0].message.content == r.choices[0].message.content, "greedy + same seed must repeat"
+
+stream = client.chat.completions.create(
+    model="smollm2-135m",
+    messages=[{"role": "user", "content": "Count from one to five."}],
+    max_tokens=16,
+    stream=True,
+    stream_options={"include_usage": True},
+)
+text, usage, finish, receipt = "", None, None, None
+for chunk in stream:
+    d = chunk.model_dump()
+    if chunk.usage is not None:
+        usage = chunk.usage
+    for c in chunk.choices:
+        if c.delta and c.delta.content:
+            text += c.delta.content
+        if c.finish_reason:
+            finish = c.finish_reason
+            receipt = (d.get("vouch") or {}).get("receipt")
+assert text and usage and finish and receipt, (text, usage, finish, receipt)
+out["stream"] = {"text": text, "completion_tokens": usage.completion_tokens, "receipt": receipt}
+
+c = client.completions.create(model="smollm2-135m", prompt="The capital of France is", max_tokens=6, seed=2)
+assert c.choices[0].text, c
+out["completion"] = {"text": c.choices[0].text, "receipt": c.model_dump()["receipt"]}
+
+def status_of(fn):
+    try:
+        fn()
+    except openai.APIStatusError as e:
+        return e.status_code, e.body.get("message") if isinstance(e.body, dict) else str(e.body)
+    return None
+
+errors = {}
+errors["unknown_model"] = status_of(lambda: client.chat.completions.create(
+    model="gpt-9", messages=[{"role": "user", "content": "hi"}]))
+errors["negative_max_tokens"] = status_of(lambda: client.chat.completions.create(
+    model="smollm2-135m", messages=[{"role": "user", "content": "hi"}], max_tokens=-5))
+errors["huge_prompt"] = status_of(lambda: client.chat.completions.create(
+    model="smollm2-135m", messages=[{"role": "user", "content": "x" * (1 << 20)}], max_tokens=4))
+bad = OpenAI(base_url=base, api_key="vk-wrong", max_retries=0)
+errors["wrong_key"] = status_of(lambda: bad.models.list() and bad.chat.completions.create(
+    model="smollm2-135m", messages=[{"role": "user", "content": "hi"}]))
+broke = OpenAI(base_url=base, api_key=os.environ["VOUCH_BROKE_KEY"], max_retries=0)
+errors["no_funds"] = status_of(lambda: broke.chat.completions.create(
+    model="smollm2-135m", messages=[{"role": "user", "content": "hi"}], max_tokens=4))
+out["errors"] = errors
+print(json.dumps(out))

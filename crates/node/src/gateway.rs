@@ -1,0 +1,640 @@
+//! OpenAI-compatible gateway: `/v1/models`, `/v1/chat/completions` (with SSE streaming),
+//! `/v1/completions`, paid from wallets bound to API keys.
+//!
+//! Each API key is bound to exactly one wallet, which the gateway holds for it (a custodial
+//! agent wallet): a key can only ever spend from its own wallet, within its spend limit per
+//! period. Keys are stored by their BLAKE3 hash; the key itself is shown once, at creation.
+//! Key management (`/admin/keys`) needs the node's admin token
+//! (`<node data>/admin.token`, 0600).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, State as AxState};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use vouch_crypto::SigningKey;
+use vouch_inference::chat::Message;
+use vouch_types::tx::Action;
+use vouch_types::{FinishReason, Hash32, Receipt, ReceiptKind, Sampling};
+use vouch_verify::attest::Input;
+
+use crate::api::AppState;
+use crate::error::ApiError;
+use crate::provider::{render, Escrow};
+
+/// Largest prompt accepted by the gateway, in bytes (before tokenizing).
+pub const MAX_PROMPT_BYTES: usize = 256 * 1024;
+/// Default and largest `max_tokens`.
+pub const DEFAULT_MAX_TOKENS: u32 = 256;
+pub const MAX_TOKENS: u32 = 2048;
+
+/// What the gateway stores per API key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub name: String,
+    /// The custodial wallet's secret key (hex).
+    pub wallet_secret: String,
+    pub wallet: Hash32,
+    /// Spend limit per period, base units (0 = no limit).
+    pub limit: u64,
+    pub period_ms: u64,
+    pub period_start: u64,
+    pub spent: u64,
+    pub revoked: bool,
+    pub created_at: u64,
+}
+
+impl KeyRecord {
+    /// Remaining budget at `now`, after rolling the period forward.
+    fn roll(&mut self, now: u64) {
+        if self.period_ms > 0 && now >= self.period_start.saturating_add(self.period_ms) {
+            let periods = (now - self.period_start) / self.period_ms;
+            self.period_start += periods * self.period_ms;
+            self.spent = 0;
+        }
+    }
+    fn remaining(&self) -> u64 {
+        if self.limit == 0 {
+            u64::MAX
+        } else {
+            self.limit.saturating_sub(self.spent)
+        }
+    }
+}
+
+pub fn key_hash(api_key: &str) -> Hash32 {
+    Hash32::digest("vouch 2026 api key v1", &[api_key.as_bytes()])
+}
+
+/// Serializes budget updates (read-modify-write of key records).
+#[derive(Default)]
+pub struct Budgets(Mutex<()>);
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+fn unauthorized(m: &str) -> ApiError {
+    ApiError {
+        status: axum::http::StatusCode::UNAUTHORIZED,
+        kind: "invalid_api_key",
+        message: m.to_string(),
+    }
+}
+
+fn load_key(s: &AppState, headers: &HeaderMap) -> Result<(Hash32, KeyRecord), ApiError> {
+    let key = bearer(headers)
+        .ok_or_else(|| unauthorized("missing API key (Authorization: Bearer <key>)"))?;
+    let h = key_hash(key);
+    let bytes = s
+        .chain
+        .store()
+        .api_key(&h)
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .ok_or_else(|| unauthorized("invalid API key"))?;
+    let rec: KeyRecord =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
+    if rec.revoked {
+        return Err(unauthorized("this API key was revoked"));
+    }
+    Ok((h, rec))
+}
+
+fn save_key(s: &AppState, h: &Hash32, rec: &KeyRecord) -> Result<(), ApiError> {
+    let bytes = serde_json::to_vec(rec).map_err(|e| ApiError::internal(e.to_string()))?;
+    s.chain
+        .store()
+        .put_api_key(h, &bytes)
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+fn check_admin(s: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = &s.admin_token else {
+        return Err(ApiError::not_found(
+            "key management is not enabled on this node",
+        ));
+    };
+    match bearer(headers) {
+        Some(t) if t == token.as_str() => Ok(()),
+        _ => Err(unauthorized("admin token required")),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct NewKey {
+    name: String,
+    #[serde(default)]
+    limit: u64,
+    #[serde(default)]
+    period_secs: u64,
+}
+
+/// `POST /admin/keys`: a new API key bound to a new wallet.
+pub async fn create_key(
+    AxState(s): AxState<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<NewKey>,
+) -> Result<Json<Value>, ApiError> {
+    check_admin(&s, &headers)?;
+    if body.name.is_empty() || body.name.len() > 64 {
+        return Err(ApiError::bad_request("name must be 1 to 64 characters"));
+    }
+    let wallet = SigningKey::generate(&mut rand::rngs::OsRng);
+    let mut secret = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
+    let api_key = format!("vk-{}", hex::encode(secret));
+    let now = crate::consensus::now_ms();
+    let rec = KeyRecord {
+        name: body.name.clone(),
+        wallet_secret: hex::encode(wallet.to_bytes()),
+        wallet: wallet.public(),
+        limit: body.limit,
+        period_ms: body.period_secs.saturating_mul(1000),
+        period_start: now,
+        spent: 0,
+        revoked: false,
+        created_at: now,
+    };
+    let h = key_hash(&api_key);
+    save_key(&s, &h, &rec)?;
+    Ok(Json(json!({
+        "api_key": api_key, "id": h, "name": rec.name, "wallet": rec.wallet,
+        "limit": rec.limit, "period_secs": body.period_secs,
+    })))
+}
+
+pub async fn list_keys(
+    AxState(s): AxState<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    check_admin(&s, &headers)?;
+    let keys = s
+        .chain
+        .store()
+        .api_keys()
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let st = s.chain.state();
+    let out: Vec<Value> = keys
+        .into_iter()
+        .filter_map(|(h, b)| serde_json::from_slice::<KeyRecord>(&b).ok().map(|r| (h, r)))
+        .map(|(h, r)| {
+            json!({"id": h, "name": r.name, "wallet": r.wallet, "balance": st.account(&r.wallet).balance,
+                   "limit": r.limit, "period_secs": r.period_ms / 1000, "spent": r.spent, "revoked": r.revoked})
+        })
+        .collect();
+    Ok(Json(json!({"keys": out})))
+}
+
+pub async fn revoke_key(
+    AxState(s): AxState<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    check_admin(&s, &headers)?;
+    let h: Hash32 = id
+        .parse()
+        .map_err(|_| ApiError::bad_request("key id must be 64 hex characters"))?;
+    let bytes = s
+        .chain
+        .store()
+        .api_key(&h)
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .ok_or_else(|| ApiError::not_found("unknown key id"))?;
+    let mut rec: KeyRecord =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
+    rec.revoked = true;
+    save_key(&s, &h, &rec)?;
+    Ok(Json(json!({"id": h, "revoked": true})))
+}
+
+/// `GET /v1/models`: the models providers on this network serve.
+pub async fn models(AxState(s): AxState<AppState>) -> Json<Value> {
+    let st = s.chain.state();
+    let data: Vec<Value> = st
+        .models
+        .iter()
+        .filter(|(id, _)| st.providers.values().any(|p| p.models.contains(id)))
+        .map(|(id, m)| {
+            json!({"id": m.name, "object": "model", "created": st.time / 1000, "owned_by": m.author,
+                   "vouch_model_id": id, "version": m.version, "licence": m.licence})
+        })
+        .collect();
+    Json(json!({"object": "list", "data": data}))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChatRequest {
+    model: String,
+    #[serde(default)]
+    messages: Option<Vec<Message>>,
+    /// `/v1/completions` only.
+    #[serde(default)]
+    prompt: Option<String>,
+    #[serde(default)]
+    max_tokens: Option<i64>,
+    #[serde(default)]
+    max_completion_tokens: Option<i64>,
+    #[serde(default)]
+    temperature: Option<f32>,
+    #[serde(default)]
+    top_p: Option<f32>,
+    #[serde(default)]
+    seed: Option<u64>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+pub async fn chat_completions(
+    s: AxState<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<ChatRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    complete(s, headers, body, true).await
+}
+
+pub async fn completions(
+    s: AxState<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<ChatRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    complete(s, headers, body, false).await
+}
+
+fn finish_str(f: FinishReason) -> &'static str {
+    match f {
+        FinishReason::Length => "length",
+        _ => "stop",
+    }
+}
+
+async fn complete(
+    AxState(s): AxState<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<ChatRequest>, axum::extract::rejection::JsonRejection>,
+    chat: bool,
+) -> Result<Response, ApiError> {
+    let (key_id, mut rec) = load_key(&s, &headers)?;
+    let Json(req) =
+        body.map_err(|e| ApiError::bad_request(format!("malformed request: {}", e.body_text())))?;
+    let provider = s
+        .provider
+        .clone()
+        .ok_or_else(|| ApiError::unavailable("this node does not run a provider"))?;
+    let st = s.chain.state();
+    let model_id = st
+        .models
+        .iter()
+        .find(|(_, m)| m.name == req.model)
+        .map(|(id, _)| *id)
+        .or_else(|| {
+            req.model
+                .parse::<Hash32>()
+                .ok()
+                .filter(|h| st.models.contains_key(h))
+        })
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "unknown model {:?}; GET /v1/models lists them",
+                req.model
+            ))
+        })?;
+    if model_id != provider.model_id {
+        return Err(ApiError::not_found(format!(
+            "no provider on this gateway serves {}",
+            req.model
+        )));
+    }
+    let max_tokens = req
+        .max_completion_tokens
+        .or(req.max_tokens)
+        .unwrap_or(i64::from(DEFAULT_MAX_TOKENS));
+    if max_tokens < 1 || max_tokens > i64::from(MAX_TOKENS) {
+        return Err(ApiError::bad_request(format!(
+            "max_tokens must be between 1 and {MAX_TOKENS}"
+        )));
+    }
+    let max_tokens = max_tokens as u32;
+    let (messages, raw) = if chat {
+        let m = req
+            .messages
+            .clone()
+            .ok_or_else(|| ApiError::bad_request("messages is required"))?;
+        (Some(m), None)
+    } else {
+        (
+            None,
+            Some(
+                req.prompt
+                    .clone()
+                    .ok_or_else(|| ApiError::bad_request("prompt is required"))?,
+            ),
+        )
+    };
+    let (kind, prompt) = render(
+        messages.as_deref(),
+        raw.as_deref(),
+        provider.system_default.as_deref(),
+    )
+    .map_err(ApiError::bad_request)?;
+    if prompt.len() > MAX_PROMPT_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "prompt is {} bytes, the limit is {MAX_PROMPT_BYTES}",
+            prompt.len()
+        )));
+    }
+    let prompt_tokens = {
+        let model = provider.model.lock().unwrap_or_else(|p| p.into_inner());
+        model
+            .tokenize(&prompt)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?
+            .len()
+    };
+    if prompt_tokens + max_tokens as usize > provider.context {
+        return Err(ApiError::bad_request(format!(
+            "prompt of {prompt_tokens} tokens plus max_tokens {max_tokens} exceeds the model's context of {}",
+            provider.context
+        )));
+    }
+    let temperature = req.temperature.unwrap_or(0.0);
+    let top_p = req.top_p.unwrap_or(1.0);
+    if !(0.0..=2.0).contains(&temperature) || top_p <= 0.0 || top_p > 1.0 {
+        return Err(ApiError::bad_request(
+            "temperature must be in [0, 2] and top_p in (0, 1]",
+        ));
+    }
+    let price = st
+        .providers
+        .get(&provider.key.public())
+        .map_or(0, |p| p.price_per_token);
+    let max_fee = price.saturating_mul(prompt_tokens as u64 + u64::from(max_tokens));
+    // Budget and balance before any money moves.
+    {
+        let _g = s.budgets.0.lock().unwrap_or_else(|p| p.into_inner());
+        rec.roll(crate::consensus::now_ms());
+        if max_fee > rec.remaining() {
+            return Err(ApiError::payment(format!(
+                "spend limit: this request may cost up to {max_fee}, {} left in this period",
+                rec.remaining()
+            )));
+        }
+        let fee = st.params.min_tx_fee;
+        let balance = st.account(&rec.wallet).balance;
+        if balance < max_fee.saturating_add(fee) {
+            return Err(ApiError::payment(format!(
+                "insufficient balance in wallet {}: need {}, have {balance}",
+                rec.wallet,
+                max_fee.saturating_add(fee)
+            )));
+        }
+        // Reserve the maximum now; the actual charge replaces it once known.
+        rec.spent = rec.spent.saturating_add(max_fee);
+        save_key(&s, &key_id, &rec)?;
+    }
+    let wallet = Arc::new(
+        SigningKey::from_bytes(&hex::decode(&rec.wallet_secret).unwrap_or_default())
+            .map_err(|e| ApiError::internal(e.to_string()))?,
+    );
+    let action = Action::SubmitJob {
+        model: model_id,
+        provider: provider.key.public(),
+        input_hash: Receipt::hash_input(kind, &prompt),
+        max_tokens,
+        max_fee,
+    };
+    let input = match kind {
+        ReceiptKind::Completion => Input::Completion(prompt),
+        _ => Input::Chat(messages.unwrap_or_default()),
+    };
+    let sampling = Sampling {
+        temperature,
+        top_p,
+        seed: req.seed.unwrap_or_else(rand::random),
+        max_tokens,
+    };
+    let created = crate::consensus::now_ms() / 1000;
+    let model_name = req.model.clone();
+    let settle = {
+        let s = s.clone();
+        move |charge: u64| {
+            let _g = s.budgets.0.lock().unwrap_or_else(|p| p.into_inner());
+            if let Ok(Some(b)) = s.chain.store().api_key(&key_id) {
+                if let Ok(mut r) = serde_json::from_slice::<KeyRecord>(&b) {
+                    r.spent = r.spent.saturating_sub(max_fee).saturating_add(charge);
+                    let _ = save_key(&s, &key_id, &r);
+                }
+            }
+        }
+    };
+    let object = if chat {
+        "chat.completion"
+    } else {
+        "text_completion"
+    };
+    if !req.stream {
+        let r = provider
+            .run_escrowed(
+                &s.chain,
+                Escrow::Custodial(wallet, action),
+                input,
+                sampling,
+                None,
+            )
+            .await;
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => {
+                settle(0);
+                return Err(e);
+            }
+        };
+        let usage = usage(&r);
+        settle(price.saturating_mul(r.prompt_tokens as u64 + r.output_tokens.len() as u64));
+        let job = r.inclusion.as_ref().map(|i| i.job).unwrap_or_default();
+        let choice = if chat {
+            json!({"index": 0, "message": {"role": "assistant", "content": r.output}, "finish_reason": finish_str(r.finish_reason), "logprobs": null})
+        } else {
+            json!({"index": 0, "text": r.output, "finish_reason": finish_str(r.finish_reason), "logprobs": null})
+        };
+        let body = json!({
+            "id": format!("job-{job}"), "object": object, "created": created, "model": model_name,
+            "choices": [choice], "usage": usage,
+            "receipt": r.id(), "receipt_url": format!("/v1/receipts/{}", r.id()),
+            "vouch": {"job": job, "block": r.inclusion.as_ref().map(|i| i.header.height), "provider": r.provider},
+        });
+        let mut resp = Json(body).into_response();
+        if let Ok(v) = HeaderValue::from_str(&r.id().to_hex()) {
+            resp.headers_mut().insert("x-vouch-receipt", v);
+        }
+        return Ok(resp);
+    }
+
+    // Streaming: text deltas as they are generated, then the finish chunk with the
+    // receipt id, the usage chunk if asked for, and [DONE].
+    let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
+    let (tx_text, mut rx_text) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let (tx_ev, rx_ev) =
+        tokio::sync::mpsc::unbounded_channel::<Result<SseEvent, std::convert::Infallible>>();
+    let chain = s.chain.clone();
+    let id = format!(
+        "job-{}",
+        Hash32::digest("stream", &[&created.to_le_bytes(), key_id.as_bytes()]).short()
+    );
+    let chunk_object = if chat {
+        "chat.completion.chunk"
+    } else {
+        "text_completion"
+    };
+    let mk = {
+        let (id, model_name) = (id.clone(), model_name.clone());
+        move |delta: Value, finish: Value, extra: Option<(&str, Value)>| {
+            let choice = if chat {
+                json!({"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null})
+            } else {
+                json!({"index": 0, "text": delta.get("content").cloned().unwrap_or(json!("")), "finish_reason": finish, "logprobs": null})
+            };
+            let mut v = json!({"id": id, "object": chunk_object, "created": created, "model": model_name, "choices": [choice]});
+            if let Some((k, x)) = extra {
+                v[k] = x;
+            }
+            SseEvent::default().data(v.to_string())
+        }
+    };
+    let first = mk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+        None,
+    );
+    let _ = tx_ev.send(Ok(first));
+    let forward = {
+        let (tx_ev, mk) = (tx_ev.clone(), mk.clone());
+        tokio::spawn(async move {
+            while let Some(t) = rx_text.recv().await {
+                let _ = tx_ev.send(Ok(mk(json!({"content": t}), Value::Null, None)));
+            }
+        })
+    };
+    tokio::spawn(async move {
+        let r = provider
+            .run_escrowed(
+                &chain,
+                Escrow::Custodial(wallet, action),
+                input,
+                sampling,
+                Some(tx_text),
+            )
+            .await;
+        let _ = forward.await;
+        match r {
+            Ok(r) => {
+                settle(price.saturating_mul(r.prompt_tokens as u64 + r.output_tokens.len() as u64));
+                let info = json!({"receipt": r.id(), "job": r.inclusion.as_ref().map(|i| i.job),
+                                  "block": r.inclusion.as_ref().map(|i| i.header.height)});
+                let _ = tx_ev.send(Ok(mk(
+                    json!({}),
+                    json!(finish_str(r.finish_reason)),
+                    Some(("vouch", info)),
+                )));
+                if include_usage {
+                    let v = json!({"id": id, "object": chunk_object, "created": created, "model": model_name,
+                                   "choices": [], "usage": usage(&r)});
+                    let _ = tx_ev.send(Ok(SseEvent::default().data(v.to_string())));
+                }
+            }
+            Err(e) => {
+                settle(0);
+                let v = json!({"error": {"message": e.message, "type": e.kind, "code": e.status.as_u16()}});
+                let _ = tx_ev.send(Ok(SseEvent::default().data(v.to_string())));
+            }
+        }
+        let _ = tx_ev.send(Ok(SseEvent::default().data("[DONE]")));
+    });
+    let stream =
+        futures_util::stream::unfold(
+            rx_ev,
+            |mut rx| async move { rx.recv().await.map(|e| (e, rx)) },
+        );
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
+        .into_response())
+}
+
+fn usage(r: &Receipt) -> Value {
+    let p = r.prompt_tokens as u64;
+    let c = r.output_tokens.len() as u64;
+    json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c})
+}
+
+/// `GET /v1/wallet`: the caller's wallet, balance and budget.
+pub async fn wallet(
+    AxState(s): AxState<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let (_, mut rec) = load_key(&s, &headers)?;
+    rec.roll(crate::consensus::now_ms());
+    let acct = s.chain.state().account(&rec.wallet);
+    Ok(Json(
+        json!({"wallet": rec.wallet, "balance": acct.balance, "nonce": acct.nonce,
+                   "limit": rec.limit, "spent": rec.spent, "remaining": if rec.limit == 0 { Value::Null } else { json!(rec.remaining()) }}),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct Pay {
+    to: Hash32,
+    amount: u64,
+}
+
+/// `POST /v1/wallet/transfer`: pay another wallet (another agent, a provider) from the
+/// caller's own wallet, within its spend limit.
+pub async fn pay(
+    AxState(s): AxState<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<Pay>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let (key_id, mut rec) = load_key(&s, &headers)?;
+    let Json(p) =
+        body.map_err(|e| ApiError::bad_request(format!("malformed request: {}", e.body_text())))?;
+    {
+        let _g = s.budgets.0.lock().unwrap_or_else(|p| p.into_inner());
+        rec.roll(crate::consensus::now_ms());
+        if p.amount > rec.remaining() {
+            return Err(ApiError::payment(format!(
+                "spend limit: {} left in this period",
+                rec.remaining()
+            )));
+        }
+        rec.spent = rec.spent.saturating_add(p.amount);
+        save_key(&s, &key_id, &rec)?;
+    }
+    let wallet = SigningKey::from_bytes(&hex::decode(&rec.wallet_secret).unwrap_or_default())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let id = s
+        .chain
+        .submit_signed(
+            &wallet,
+            Action::Transfer {
+                to: p.to,
+                amount: p.amount,
+            },
+        )
+        .map_err(crate::provider::submit_error)?;
+    let st = s.chain.wait_tx(&id, crate::provider::COMMIT_WAIT).await;
+    Ok(Json(json!({"id": id, "result": st})))
+}
