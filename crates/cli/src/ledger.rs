@@ -59,9 +59,13 @@ pub fn up(home: &Path, a: UpArgs) -> Result<()> {
             .with_context(|| format!("reading {}", genesis_path.display()))?;
         Genesis::from_json(&text).with_context(|| format!("{}", genesis_path.display()))?
     } else {
+        let e = &models::MINILM_L6;
         let g = vouch_node::dev_genesis(
             &keys,
-            (spec.id(), spec.name, spec.licence),
+            &[
+                (spec.id(), spec.name, spec.licence),
+                (e.id(), e.name, e.licence),
+            ],
             vouch_node::consensus::now_ms(),
         );
         std::fs::create_dir_all(&data)?;
@@ -78,6 +82,13 @@ pub fn up(home: &Path, a: UpArgs) -> Result<()> {
         let model = ChatModel::load(spec, home)?;
         Some((SigningKey::from_bytes(&keys.provider.to_bytes())?, model))
     };
+    let embedder = if a.no_provider {
+        None
+    } else {
+        let mut progress = |_ev: models::FetchEvent| {};
+        models::fetch(&models::MINILM_L6, home, &mut progress)?;
+        Some(vouch_inference::Embedder::load(&models::MINILM_L6, home)?)
+    };
     let audit = !a.no_audit && provider.is_some();
     let admin_token = admin_token(&data)?;
     let cfg = NodeConfig {
@@ -87,6 +98,7 @@ pub fn up(home: &Path, a: UpArgs) -> Result<()> {
         block_interval: Duration::from_millis(a.block_interval_ms),
         validator_key: SigningKey::from_bytes(&keys.validator.to_bytes())?,
         provider,
+        embedder,
         audit,
         faucet: Some(SigningKey::from_bytes(&keys.faucet.to_bytes())?),
         admin_token: Some(admin_token),

@@ -292,7 +292,7 @@ fn up_infer_verify_escrow_audit_settle() {
     let data = home.join("node");
     let keys = DevKeys::load_or_create(&data).unwrap();
     let spec = &vouch_inference::models::SMOLLM2_135M;
-    let mut g = vouch_node::dev_genesis(&keys, (spec.id(), spec.name, spec.licence), 0);
+    let mut g = vouch_node::dev_genesis(&keys, &[(spec.id(), spec.name, spec.licence)], 0);
     g.params.audit_rate_ppm = 1_000_000; // audit every job
     g.params.challenge_window_ms = 4_000;
     std::fs::write(data.join("genesis.json"), g.to_json()).unwrap();

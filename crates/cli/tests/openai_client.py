@@ -67,6 +67,14 @@ c = client.completions.create(model="smollm2-135m", prompt="The capital of Franc
 assert c.choices[0].text, c
 out["completion"] = {"text": c.choices[0].text, "receipt": c.model_dump()["receipt"]}
 
+e = client.embeddings.create(model="minilm-l6", input=["A cat sat on the mat.", "A kitten rested on the rug."])
+assert len(e.data) == 2 and len(e.data[0].embedding) == 384, e
+ef = client.embeddings.create(model="minilm-l6", input="A cat sat on the mat.", encoding_format="float")
+diff = max(abs(a - b) for a, b in zip(e.data[0].embedding, ef.data[0].embedding))
+assert diff < 1e-6, diff  # base64 (the client's default) and float carry the same vector
+dot = sum(a * b for a, b in zip(e.data[0].embedding, e.data[1].embedding))
+out["embeddings"] = {"receipts": e.model_dump()["receipts"], "cosine": dot, "usage": e.usage.prompt_tokens}
+
 def status_of(fn):
     try:
         fn()

@@ -25,7 +25,7 @@ use vouch_verify::attest::Input;
 
 use crate::api::AppState;
 use crate::error::ApiError;
-use crate::provider::{render, Escrow};
+use crate::provider::{render, Escrow, Work};
 
 /// Largest prompt accepted by the gateway, in bytes (before tokenizing).
 pub const MAX_PROMPT_BYTES: usize = 256 * 1024;
@@ -452,8 +452,7 @@ async fn complete(
             .run_escrowed(
                 &s.chain,
                 Escrow::Custodial(wallet, action),
-                input,
-                sampling,
+                Work::Generate(input, sampling),
                 None,
             )
             .await;
@@ -535,8 +534,7 @@ async fn complete(
             .run_escrowed(
                 &chain,
                 Escrow::Custodial(wallet, action),
-                input,
-                sampling,
+                Work::Generate(input, sampling),
                 Some(tx_text),
             )
             .await;
@@ -637,4 +635,200 @@ pub async fn pay(
         .map_err(crate::provider::submit_error)?;
     let st = s.chain.wait_tx(&id, crate::provider::COMMIT_WAIT).await;
     Ok(Json(json!({"id": id, "result": st})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum EmbeddingInput {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EmbeddingRequest {
+    model: String,
+    input: EmbeddingInput,
+    #[serde(default)]
+    encoding_format: Option<String>,
+}
+
+/// Most texts in one embeddings request.
+pub const MAX_EMBEDDING_INPUTS: usize = 64;
+
+/// `POST /v1/embeddings`: one ledger job and one receipt per input text.
+pub async fn embeddings(
+    AxState(s): AxState<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<EmbeddingRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let (key_id, mut rec) = load_key(&s, &headers)?;
+    let Json(req) =
+        body.map_err(|e| ApiError::bad_request(format!("malformed request: {}", e.body_text())))?;
+    let provider = s
+        .provider
+        .clone()
+        .ok_or_else(|| ApiError::unavailable("this node does not run a provider"))?;
+    let embedder = provider
+        .embedder
+        .clone()
+        .ok_or_else(|| ApiError::not_found("no embedding model is served here"))?;
+    let st = s.chain.state();
+    let known = st
+        .models
+        .iter()
+        .find(|(_, m)| m.name == req.model)
+        .map(|(id, _)| *id)
+        .or_else(|| {
+            req.model
+                .parse::<Hash32>()
+                .ok()
+                .filter(|h| st.models.contains_key(h))
+        });
+    if known != Some(embedder.id()) {
+        return Err(ApiError::not_found(format!(
+            "unknown embedding model {:?}; GET /v1/models lists them",
+            req.model
+        )));
+    }
+    let base64 = match req.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "encoding_format {other:?} is not float or base64"
+            )))
+        }
+    };
+    let texts = match req.input {
+        EmbeddingInput::One(t) => vec![t],
+        EmbeddingInput::Many(v) => v,
+    };
+    if texts.is_empty() || texts.len() > MAX_EMBEDDING_INPUTS {
+        return Err(ApiError::bad_request(format!(
+            "input must hold 1 to {MAX_EMBEDDING_INPUTS} texts"
+        )));
+    }
+    let mut tokens = Vec::with_capacity(texts.len());
+    for t in &texts {
+        if t.is_empty() || t.len() > MAX_PROMPT_BYTES {
+            return Err(ApiError::bad_request(format!(
+                "each input must be 1 to {MAX_PROMPT_BYTES} bytes"
+            )));
+        }
+        tokens.push(
+            embedder
+                .count_tokens(t)
+                .map_err(|e| ApiError::bad_request(e.to_string()))? as u64,
+        );
+    }
+    let price = st
+        .providers
+        .get(&provider.key.public())
+        .map_or(0, |p| p.price_per_token);
+    let fees: Vec<u64> = tokens.iter().map(|n| price.saturating_mul(*n)).collect();
+    let total: u64 = fees.iter().fold(0u64, |a, b| a.saturating_add(*b));
+    {
+        let _g = s.budgets.0.lock().unwrap_or_else(|p| p.into_inner());
+        rec.roll(crate::consensus::now_ms());
+        if total > rec.remaining() {
+            return Err(ApiError::payment(format!(
+                "spend limit: this request costs {total}, {} left in this period",
+                rec.remaining()
+            )));
+        }
+        let need = total.saturating_add(st.params.min_tx_fee.saturating_mul(texts.len() as u64));
+        let balance = st.account(&rec.wallet).balance;
+        if balance < need {
+            return Err(ApiError::payment(format!(
+                "insufficient balance in wallet {}: need {need}, have {balance}",
+                rec.wallet
+            )));
+        }
+        rec.spent = rec.spent.saturating_add(total);
+        save_key(&s, &key_id, &rec)?;
+    }
+    let wallet = Arc::new(
+        SigningKey::from_bytes(&hex::decode(&rec.wallet_secret).unwrap_or_default())
+            .map_err(|e| ApiError::internal(e.to_string()))?,
+    );
+    let mut data = Vec::new();
+    let mut receipts = Vec::new();
+    for (i, (text, fee)) in texts.into_iter().zip(fees).enumerate() {
+        let action = Action::SubmitJob {
+            model: embedder.id(),
+            provider: provider.key.public(),
+            input_hash: Receipt::hash_input(ReceiptKind::Embedding, &text),
+            max_tokens: 1,
+            max_fee: fee,
+        };
+        let r = provider
+            .run_escrowed(
+                &s.chain,
+                Escrow::Custodial(wallet.clone(), action),
+                Work::Embed(text),
+                None,
+            )
+            .await?;
+        let values = r
+            .embedding
+            .as_ref()
+            .map(|e| e.values.clone())
+            .unwrap_or_default();
+        let embedding = if base64 {
+            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            json!(base64_encode(&bytes))
+        } else {
+            json!(values)
+        };
+        data.push(json!({"object": "embedding", "index": i, "embedding": embedding}));
+        receipts.push(r.id());
+    }
+    let prompt_tokens: u64 = tokens.iter().sum();
+    let mut resp = Json(json!({
+        "object": "list", "data": data, "model": req.model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+        "receipts": receipts,
+    }))
+    .into_response();
+    if let Some(first) = receipts.first() {
+        if let Ok(v) = HeaderValue::from_str(&first.to_hex()) {
+            resp.headers_mut().insert("x-vouch-receipt", v);
+        }
+    }
+    Ok(resp)
+}
+
+/// Standard base64 with padding (the OpenAI client's `encoding_format: base64`).
+fn base64_encode(b: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
+    for c in b.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        out.push(T[(n >> 18) as usize & 63] as char);
+        out.push(T[(n >> 12) as usize & 63] as char);
+        out.push(if c.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if c.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base64_matches_the_standard_alphabet() {
+        assert_eq!(super::base64_encode(b""), "");
+        assert_eq!(super::base64_encode(b"f"), "Zg==");
+        assert_eq!(super::base64_encode(b"fo"), "Zm8=");
+        assert_eq!(super::base64_encode(b"foobar"), "Zm9vYmFy");
+    }
 }

@@ -69,9 +69,13 @@ pub fn dev_params() -> Params {
     }
 }
 
-/// A dev genesis: a funded faucet, one validator, one provider serving `model`.
-pub fn dev_genesis(keys: &DevKeys, model: (vouch_types::Hash32, &str, &str), time: u64) -> Genesis {
-    let (id, name, licence) = model;
+/// A dev genesis: a funded faucet, one validator, one provider serving `models`
+/// (content id, name, licence), all authored by the dev author key.
+pub fn dev_genesis(
+    keys: &DevKeys,
+    models: &[(vouch_types::Hash32, &str, &str)],
+    time: u64,
+) -> Genesis {
     Genesis {
         chain_name: "vouch-dev".into(),
         time,
@@ -99,18 +103,21 @@ pub fn dev_genesis(keys: &DevKeys, model: (vouch_types::Hash32, &str, &str), tim
             },
         ],
         validators: vec![keys.validator.public()],
-        models: vec![GenesisModel {
-            id,
-            name: name.to_string(),
-            version: "1".into(),
-            parent: None,
-            licence: licence.to_string(),
-            author: keys.author.public(),
-            royalty_bps: 1_000,
-        }],
+        models: models
+            .iter()
+            .map(|(id, name, licence)| GenesisModel {
+                id: *id,
+                name: name.to_string(),
+                version: "1".into(),
+                parent: None,
+                licence: licence.to_string(),
+                author: keys.author.public(),
+                royalty_bps: 1_000,
+            })
+            .collect(),
         providers: vec![GenesisProvider {
             address: keys.provider.public(),
-            models: vec![id],
+            models: models.iter().map(|m| m.0).collect(),
             price_per_token: 10,
             capacity: 8,
             endpoint: "local".into(),
@@ -127,6 +134,8 @@ pub struct NodeConfig {
     pub validator_key: SigningKey,
     /// Provider key and model, if this node serves jobs.
     pub provider: Option<(SigningKey, ChatModel)>,
+    /// Embedding model served by the provider.
+    pub embedder: Option<vouch_inference::Embedder>,
     /// Audit selected jobs (needs the model: the provider's, shared).
     pub audit: bool,
     pub faucet: Option<SigningKey>,
@@ -192,9 +201,11 @@ pub async fn start(cfg: NodeConfig, engine: Box<dyn Engine>) -> Result<Running> 
     let rx = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move { engine.run(app, rx).await }));
 
+    let embedder = cfg.embedder.map(Arc::new);
     let provider = cfg.provider.map(|(key, model)| {
         Arc::new(provider::ProviderRole {
             key,
+            embedder: embedder.clone(),
             model_id: model.id(),
             model_name: model.name().to_string(),
             system_default: model.system_default().map(str::to_string),
@@ -207,6 +218,7 @@ pub async fn start(cfg: NodeConfig, engine: Box<dyn Engine>) -> Result<Running> 
             let v = Arc::new(validator::ValidatorRole {
                 key: validator_key,
                 model: p.model.clone(),
+                embedder: embedder.clone(),
             });
             let c = chain.clone();
             let rx = shutdown_rx.clone();

@@ -18,6 +18,13 @@ use crate::error::ApiError;
 /// How long a caller waits for its transaction to reach a block.
 pub const COMMIT_WAIT: Duration = Duration::from_secs(30);
 
+/// What a job computes.
+pub enum Work {
+    Generate(Input, Sampling),
+    /// Embed the text (an embedding job: `max_tokens` 1 on the ledger, no tokens generated).
+    Embed(String),
+}
+
 /// How a job's escrow is paid: a transaction the client signed, or a wallet the gateway
 /// holds for an API key.
 pub enum Escrow {
@@ -27,6 +34,9 @@ pub enum Escrow {
 
 pub struct ProviderRole {
     pub key: SigningKey,
+    /// The embedding model, if this provider serves one. Embedding jobs are jobs with
+    /// `max_tokens` 0 whose input is the text.
+    pub embedder: Option<Arc<vouch_inference::Embedder>>,
     pub model: Arc<Mutex<ChatModel>>,
     pub model_id: Hash32,
     pub model_name: String,
@@ -182,8 +192,13 @@ impl ProviderRole {
             ReceiptKind::Completion => Input::Completion(prompt),
             _ => Input::Chat(req.messages.unwrap_or_default()),
         };
-        self.run_escrowed(chain, Escrow::Signed(tx), input, sampling, None)
-            .await
+        self.run_escrowed(
+            chain,
+            Escrow::Signed(tx),
+            Work::Generate(input, sampling),
+            None,
+        )
+        .await
     }
 
     /// Submits the escrow transaction, runs the job once it is committed (streaming text
@@ -193,8 +208,7 @@ impl ProviderRole {
         self: &Arc<Self>,
         chain: &Arc<Chain>,
         escrow: Escrow,
-        input: Input,
-        sampling: Sampling,
+        work: Work,
         sink: Option<tokio::sync::mpsc::UnboundedSender<String>>,
     ) -> Result<Receipt, ApiError> {
         let job = match escrow {
@@ -215,7 +229,25 @@ impl ProviderRole {
         }
         let me = self.clone();
         let created_at = crate::consensus::now_ms() / 1000;
-        let mut receipt = tokio::task::spawn_blocking(move || {
+        let (input, sampling) = match work {
+            Work::Generate(input, sampling) => (input, sampling),
+            Work::Embed(text) => {
+                let embedder = self.embedder.clone().ok_or_else(|| {
+                    ApiError::not_found("this provider serves no embedding model")
+                })?;
+                let text = text.clone();
+                let key = SigningKey::from_bytes(&self.key.to_bytes())
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
+                let receipt = tokio::task::spawn_blocking(move || {
+                    vouch_verify::attest::embed(&embedder, &key, &text, created_at)
+                })
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?
+                .map_err(|e| ApiError::internal(format!("embedding failed: {e}")))?;
+                return self.commit(chain, job, receipt).await;
+            }
+        };
+        let receipt = tokio::task::spawn_blocking(move || {
             let mut model = me.model.lock().unwrap_or_else(|p| p.into_inner());
             let tokenizer = model.tokenizer();
             let mut ids: Vec<u32> = Vec::new();
@@ -243,6 +275,16 @@ impl ProviderRole {
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| ApiError::internal(format!("inference failed: {e}")))?;
+        self.commit(chain, job, receipt).await
+    }
+
+    /// Stores the receipt, commits its hashes, and attaches the inclusion proof.
+    async fn commit(
+        &self,
+        chain: &Arc<Chain>,
+        job: Hash32,
+        mut receipt: Receipt,
+    ) -> Result<Receipt, ApiError> {
         receipt.inclusion = None;
         let rid = receipt.id();
         // Keep the receipt before committing: an auditor may ask for it as soon as the

@@ -16,6 +16,7 @@ use crate::chain::Chain;
 pub struct ValidatorRole {
     pub key: SigningKey,
     pub model: Arc<Mutex<ChatModel>>,
+    pub embedder: Option<Arc<vouch_inference::Embedder>>,
 }
 
 /// The audit decision for one committed job, given the receipt the provider kept.
@@ -25,6 +26,7 @@ pub fn audit(
     receipt_id: &Hash32,
     receipt: Option<Receipt>,
     model: &mut ChatModel,
+    embedder: Option<&vouch_inference::Embedder>,
 ) -> Result<(), String> {
     let r = receipt.ok_or("the provider did not produce the receipt")?;
     if r.id() != *receipt_id {
@@ -37,6 +39,18 @@ pub fn audit(
     }
     if r.model != j.model || r.provider != j.provider {
         return Err("receipt names another model or provider than the job".into());
+    }
+    if r.kind == vouch_types::ReceiptKind::Embedding {
+        let e = embedder.ok_or("this validator has no embedding model")?;
+        return vouch_verify::check_reexecute_embedding(&r, e)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+    }
+    if r.model != model.id() {
+        return Err(format!(
+            "this validator cannot re-execute model {}",
+            r.model
+        ));
     }
     vouch_verify::check_reexecute(&r, model, &Tolerance::default())
         .map(|_| ())
@@ -99,7 +113,7 @@ impl ValidatorRole {
         let c = chain.clone();
         let verdict = tokio::task::spawn_blocking(move || {
             let mut model = me.model.lock().unwrap_or_else(|p| p.into_inner());
-            audit(&c, &job, &rid, receipt, &mut model)
+            audit(&c, &job, &rid, receipt, &mut model, me.embedder.as_deref())
         })
         .await
         .unwrap_or_else(|e| Err(e.to_string()));
