@@ -217,4 +217,22 @@ fn official_openai_client_against_vouch_up() {
         .call()
         .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
+
+    // Prometheus metrics reflect what happened.
+    let mut resp = agent().get(&format!("{n}/metrics")).call().unwrap();
+    let text = resp.body_mut().read_to_string().unwrap();
+    for needle in [
+        "vouch_http_requests_total{route=\"/v1/chat/completions\",status=\"200\"}",
+        "vouch_http_requests_total{route=\"/v1/chat/completions\",status=\"404\"}",
+        "vouch_http_request_duration_seconds_bucket{route=\"/v1/embeddings\",le=\"+Inf\"}",
+        "vouch_generated_tokens_total{kind=\"chat\"}",
+        "vouch_prompt_tokens_total{kind=\"embedding\"}",
+        "vouch_jobs_committed_total",
+        "vouch_block_height",
+    ] {
+        assert!(
+            text.contains(needle),
+            "{needle} missing from /metrics:\n{text}"
+        );
+    }
 }

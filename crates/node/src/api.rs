@@ -26,6 +26,7 @@ pub struct AppState {
     /// Token for `/admin/*` (key management); `None` disables it.
     pub admin_token: Option<Arc<String>>,
     pub budgets: Arc<crate::gateway::Budgets>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub fn router(s: AppState) -> Router {
@@ -53,7 +54,12 @@ pub fn router(s: AppState) -> Router {
             post(crate::gateway::create_key).get(crate::gateway::list_keys),
         )
         .route("/admin/keys/{id}/revoke", post(crate::gateway::revoke_key))
-        .layer(DefaultBodyLimit::max(1 << 20))
+        .route("/metrics", get(crate::metrics::metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            s.clone(),
+            crate::metrics::track,
+        ))
+        .layer(DefaultBodyLimit::max(2 << 20))
         .with_state(s)
 }
 

@@ -54,6 +54,7 @@ pub struct Chain {
     genesis: Genesis,
     key: SigningKey,
     heights: watch::Sender<u64>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for Chain {
@@ -64,7 +65,13 @@ impl std::fmt::Debug for Chain {
 
 impl Chain {
     /// Opens the chain from its store; `key` signs the blocks this node finalizes.
-    pub fn new(store: Store, state: State, genesis: Genesis, key: SigningKey) -> Self {
+    pub fn new(
+        store: Store,
+        state: State,
+        genesis: Genesis,
+        key: SigningKey,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Self {
         let (heights, _) = watch::channel(state.height);
         Chain {
             inner: Mutex::new(Inner {
@@ -79,6 +86,7 @@ impl Chain {
             genesis,
             key,
             heights,
+            metrics,
         }
     }
 
@@ -103,6 +111,9 @@ impl Chain {
     }
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.heights.subscribe()
+    }
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
     pub fn mempool_len(&self) -> usize {
         self.lock().pool.len()
@@ -266,6 +277,10 @@ impl Chain {
             .map_err(|e| SubmitError::Store(e.to_string()))?;
         let chain = p.state.chain;
         let height = p.block.header.height;
+        self.metrics.record_events(&p.applied.events);
+        self.metrics.inc("vouch_blocks_total", "", 1);
+        self.metrics
+            .inc("vouch_transactions_total", "", p.block.txs.len() as u64);
         let mut done: HashSet<Hash32> = p.block.txs.iter().map(|t| t.id(&chain)).collect();
         for (id, err) in &p.rejected {
             done.insert(*id);

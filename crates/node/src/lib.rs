@@ -9,6 +9,7 @@ pub mod consensus;
 pub mod error;
 pub mod gateway;
 pub mod keys;
+pub mod metrics;
 pub mod provider;
 pub mod validator;
 
@@ -193,7 +194,14 @@ pub async fn start(cfg: NodeConfig, engine: Box<dyn Engine>) -> Result<Running> 
     let (store, state) = tokio::task::spawn_blocking(move || Store::open(&db, &genesis)).await??;
     tracing::info!(height = state.height, root = %state.root().short(), "ledger opened");
     let validator_key = SigningKey::from_bytes(&cfg.validator_key.to_bytes())?;
-    let chain = Arc::new(Chain::new(store, state, cfg.genesis, cfg.validator_key));
+    let metrics = Arc::new(metrics::Metrics::default());
+    let chain = Arc::new(Chain::new(
+        store,
+        state,
+        cfg.genesis,
+        cfg.validator_key,
+        metrics.clone(),
+    ));
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 
@@ -235,6 +243,7 @@ pub async fn start(cfg: NodeConfig, engine: Box<dyn Engine>) -> Result<Running> 
         faucet: cfg.faucet.map(Arc::new),
         admin_token: cfg.admin_token.map(Arc::new),
         budgets: Arc::new(gateway::Budgets::default()),
+        metrics: metrics.clone(),
     });
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

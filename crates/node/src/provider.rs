@@ -35,7 +35,7 @@ pub enum Escrow {
 pub struct ProviderRole {
     pub key: SigningKey,
     /// The embedding model, if this provider serves one. Embedding jobs are jobs with
-    /// `max_tokens` 0 whose input is the text.
+    /// `max_tokens` 1 whose input is the text and whose output is the vector.
     pub embedder: Option<Arc<vouch_inference::Embedder>>,
     pub model: Arc<Mutex<ChatModel>>,
     pub model_id: Hash32,
@@ -287,6 +287,17 @@ impl ProviderRole {
     ) -> Result<Receipt, ApiError> {
         receipt.inclusion = None;
         let rid = receipt.id();
+        let kind = format!("kind=\"{}\"", receipt.kind.as_str());
+        chain.metrics().inc(
+            "vouch_prompt_tokens_total",
+            &kind,
+            u64::from(receipt.prompt_tokens),
+        );
+        chain.metrics().inc(
+            "vouch_generated_tokens_total",
+            &kind,
+            receipt.output_tokens.len() as u64,
+        );
         // Keep the receipt before committing: an auditor may ask for it as soon as the
         // commit is in a block.
         let json = serde_json::to_vec(&receipt).map_err(|e| ApiError::internal(e.to_string()))?;

@@ -31,6 +31,15 @@ pub enum ReceiptKind {
 }
 
 impl ReceiptKind {
+    /// Lowercase name, as in the JSON form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReceiptKind::Chat => "chat",
+            ReceiptKind::Completion => "completion",
+            ReceiptKind::Embedding => "embedding",
+        }
+    }
+
     fn tag(self) -> u8 {
         match self {
             ReceiptKind::Chat => 1,
