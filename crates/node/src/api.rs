@@ -55,6 +55,11 @@ pub fn router(s: AppState) -> Router {
         )
         .route("/admin/keys/{id}/revoke", post(crate::gateway::revoke_key))
         .route("/metrics", get(crate::metrics::metrics))
+        .route("/", get(crate::explorer::index))
+        .route("/explorer/app.js", get(crate::explorer::app_js))
+        .route("/explorer/style.css", get(crate::explorer::style))
+        .route("/v1/explorer/recent", get(crate::explorer::recent))
+        .route("/v1/verify", post(crate::explorer::verify))
         .layer(axum::middleware::from_fn_with_state(
             s.clone(),
             crate::metrics::track,

@@ -7,6 +7,7 @@ pub mod api;
 pub mod chain;
 pub mod consensus;
 pub mod error;
+pub mod explorer;
 pub mod gateway;
 pub mod keys;
 pub mod metrics;
