@@ -10,10 +10,9 @@ cargo build --release --locked -p vouch-cli
 "${CARGO_TARGET_DIR:-target}/release/vouch" models fetch
 # A real browser for the explorer test: Debian's Chromium, driven by playwright-core (npm).
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-if ! command -v chromium >/dev/null || ! command -v node >/dev/null; then
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium nodejs npm
-fi
+apt_install() { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"; }
+command -v chromium >/dev/null || apt_install chromium
+command -v npm >/dev/null || apt_install nodejs npm
 (cd web && npm ci --no-audit --no-fund --loglevel=error)
 # The official OpenAI client, used by the gateway tests as users use it.
 python3 -c "import openai" 2>/dev/null || python3 -m pip install --quiet "openai==3.54.0"
