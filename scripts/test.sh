@@ -14,7 +14,7 @@ apt_install() { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=nonint
 command -v chromium >/dev/null || apt_install chromium
 command -v npm >/dev/null || apt_install nodejs npm
 (cd web && npm ci --no-audit --no-fund --loglevel=error)
-# The official OpenAI client, used by the gateway tests as users use it.
-python3 -c "import openai" 2>/dev/null || python3 -m pip install --quiet "openai==3.54.0"
+# The official OpenAI and MCP clients, used by the gateway tests as agents and apps use them.
+python3 -c "import openai, mcp" 2>/dev/null || python3 -m pip install --quiet "openai==3.54.0" "mcp==2.3.0"
 cargo clippy --release --locked --all-targets -- -D warnings
 cargo test --release --locked --workspace

@@ -55,6 +55,7 @@ pub fn router(s: AppState) -> Router {
         )
         .route("/admin/keys/{id}/revoke", post(crate::gateway::revoke_key))
         .route("/metrics", get(crate::metrics::metrics))
+        .nest_service("/mcp", crate::mcp::service(s.clone()))
         .route("/", get(crate::explorer::index))
         .route("/explorer/app.js", get(crate::explorer::app_js))
         .route("/explorer/style.css", get(crate::explorer::style))

@@ -51,14 +51,14 @@ pub struct KeyRecord {
 
 impl KeyRecord {
     /// Remaining budget at `now`, after rolling the period forward.
-    fn roll(&mut self, now: u64) {
+    pub(crate) fn roll(&mut self, now: u64) {
         if self.period_ms > 0 && now >= self.period_start.saturating_add(self.period_ms) {
             let periods = (now - self.period_start) / self.period_ms;
             self.period_start += periods * self.period_ms;
             self.spent = 0;
         }
     }
-    fn remaining(&self) -> u64 {
+    pub(crate) fn remaining(&self) -> u64 {
         if self.limit == 0 {
             u64::MAX
         } else {
@@ -91,7 +91,7 @@ fn unauthorized(m: &str) -> ApiError {
     }
 }
 
-fn load_key(s: &AppState, headers: &HeaderMap) -> Result<(Hash32, KeyRecord), ApiError> {
+pub(crate) fn load_key(s: &AppState, headers: &HeaderMap) -> Result<(Hash32, KeyRecord), ApiError> {
     let key = bearer(headers)
         .ok_or_else(|| unauthorized("missing API key (Authorization: Bearer <key>)"))?;
     let h = key_hash(key);

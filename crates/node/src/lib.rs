@@ -10,6 +10,7 @@ pub mod error;
 pub mod explorer;
 pub mod gateway;
 pub mod keys;
+pub mod mcp;
 pub mod metrics;
 pub mod provider;
 pub mod validator;

@@ -1,0 +1,149 @@
+//! The MCP server with the official Python `mcp` client (pip; `scripts/test.sh` installs it)
+//! against a real `vouch up`: tool list, free tools, paid tools charged to the key's wallet,
+//! receipts verifiable through the tool, bad and missing keys, spend limits, unknown arguments.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+
+const VOUCH: &str = env!("CARGO_BIN_EXE_vouch");
+
+struct Node(Child);
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn vouch(home: &Path, node: &str, args: &[&str]) -> (bool, String, String) {
+    let o = Command::new(VOUCH)
+        .args(["--home", home.to_str().unwrap(), "--node", node])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn mcp_agent_tools_are_charged_to_the_key_and_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let models_src = std::env::var_os("VOUCH_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(vouch_inference::models::default_home)
+        .join("models");
+    std::os::unix::fs::symlink(&models_src, home.join("models")).unwrap();
+    let mut child = Command::new(VOUCH)
+        .args([
+            "--home",
+            home.to_str().unwrap(),
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--block-interval-ms",
+            "20",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _node = Node(child);
+    let n = format!(
+        "http://{}",
+        line.trim()
+            .strip_prefix("listening on ")
+            .expect("node started")
+    );
+
+    assert!(vouch(home, &n, &["wallet", "new"]).0);
+    let (ok, out, err) = vouch(
+        home,
+        &n,
+        &[
+            "apikey", "create", "agent", "--limit", "5000000", "--fund", "10000000",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let key: Value = serde_json::from_str(&out).unwrap();
+    let (ok, out, _) = vouch(
+        home,
+        &n,
+        &[
+            "apikey", "create", "tiny", "--limit", "3", "--fund", "1000000",
+        ],
+    );
+    assert!(ok);
+    let tiny: Value = serde_json::from_str(&out).unwrap();
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_client.py");
+    let o = Command::new("python3")
+        .arg(&script)
+        .env("VOUCH_URL", &n)
+        .env("VOUCH_API_KEY", key["api_key"].as_str().unwrap())
+        .env("VOUCH_TINY_KEY", tiny["api_key"].as_str().unwrap())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let r: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+
+    let tools: Vec<&str> = r["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tools,
+        [
+            "embed",
+            "get_model",
+            "infer",
+            "list_providers",
+            "verify_receipt",
+            "wallet_balance"
+        ]
+    );
+    assert_eq!(
+        r["providers"]["providers"][0]["models"][0], "smollm2-135m",
+        "{r}"
+    );
+    assert_eq!(r["model"]["name"], "smollm2-135m");
+    assert_eq!(r["missing_model_error"], true);
+    assert!(!r["infer"]["text"].as_str().unwrap().is_empty(), "{r}");
+    assert_eq!(r["infer"]["receipt"].as_str().unwrap().len(), 64);
+    assert_eq!(r["embed_dim"], 384);
+    // Paid from the key's own wallet, and counted against its limit.
+    assert!(
+        r["balance_after"].as_u64().unwrap() < r["balance_before"].as_u64().unwrap(),
+        "{r}"
+    );
+    assert!(r["spent_after"].as_u64().unwrap() > 0);
+    assert_eq!(r["verify"]["valid"], true, "{r}");
+    assert!(r["verify"]["inclusion"]["height"].as_u64().is_some(), "{r}");
+    assert_eq!(r["verify_tampered"]["valid"], false, "{r}");
+    // Unknown arguments (a path) are refused, not ignored.
+    assert_eq!(r["extra_args"], -32602, "{r}");
+    assert_eq!(r["bad_key"], -32001, "{r}");
+    assert_eq!(r["no_key"], -32001, "{r}");
+    assert_eq!(r["tiny"]["is_error"], true, "{r}");
+    assert!(
+        r["tiny"]["text"].as_str().unwrap().contains("spend limit"),
+        "{r}"
+    );
+}
