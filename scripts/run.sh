@@ -52,3 +52,5 @@ for _ in $(seq 1 60); do
 done
 curl -fsS "$VOUCH_NODE/v1/jobs/$JOB" | python3 -m json.tool
 $VOUCH wallet balance
+echo "== the node also serves: explorer http://$LISTEN/  OpenAI API http://$LISTEN/v1  MCP http://$LISTEN/mcp  metrics http://$LISTEN/metrics"
+echo "   (KEEP_UP=1 scripts/run.sh leaves it running; API keys: vouch apikey create NAME --fund AMOUNT)"
