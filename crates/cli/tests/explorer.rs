@@ -1,69 +1,19 @@
 //! The explorer page in headless Chromium (Debian `chromium`, driven by `playwright-core`
 //! from npm; `scripts/test.sh` installs both) against a real `vouch up` after a real job.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 
-const VOUCH: &str = env!("CARGO_BIN_EXE_vouch");
-
-struct Node(Child);
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn vouch(home: &Path, node: &str, args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(VOUCH)
-        .args(["--home", home.to_str().unwrap(), "--node", node])
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
+mod common;
+use common::{start_dev_node, vouch};
 
 #[test]
 fn explorer_shows_the_network_and_verifies_receipts_in_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path();
-    let models_src = std::env::var_os("VOUCH_HOME")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(vouch_inference::models::default_home)
-        .join("models");
-    std::os::unix::fs::symlink(&models_src, home.join("models")).unwrap();
-    let mut child = Command::new(VOUCH)
-        .args([
-            "--home",
-            home.to_str().unwrap(),
-            "up",
-            "--listen",
-            "127.0.0.1:0",
-            "--block-interval-ms",
-            "20",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _node = Node(child);
-    let n = format!(
-        "http://{}",
-        line.trim()
-            .strip_prefix("listening on ")
-            .expect("node started")
-    );
+    let (_node, n) = start_dev_node(home);
 
     assert!(vouch(home, &n, &["wallet", "new"]).0);
     let (ok, out, err) = vouch(

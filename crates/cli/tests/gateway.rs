@@ -3,79 +3,19 @@
 //! header, streaming with usage), completions, error statuses; receipts served by id and
 //! verified; API-key budgets.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use serde_json::{json, Value};
 
-const VOUCH: &str = env!("CARGO_BIN_EXE_vouch");
-
-struct Node(Child);
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn vouch(home: &Path, node: &str, args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(VOUCH)
-        .args(["--home", home.to_str().unwrap(), "--node", node])
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(300)))
-        .build()
-        .new_agent()
-}
+mod common;
+use common::{agent, start_dev_node, vouch};
 
 #[test]
 fn official_openai_client_against_vouch_up() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path();
-    let models_src = std::env::var_os("VOUCH_HOME")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(vouch_inference::models::default_home)
-        .join("models");
-    std::os::unix::fs::symlink(&models_src, home.join("models")).unwrap();
-    let mut child = Command::new(VOUCH)
-        .args([
-            "--home",
-            home.to_str().unwrap(),
-            "up",
-            "--listen",
-            "127.0.0.1:0",
-            "--block-interval-ms",
-            "20",
-            "--no-audit",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _node = Node(child);
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("node started")
-        .to_string();
-    let n = format!("http://{addr}");
+    let (_node, n) = start_dev_node(home);
 
     assert!(vouch(home, &n, &["wallet", "new"]).0);
     let (ok, out, err) = vouch(
