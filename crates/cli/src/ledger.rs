@@ -17,37 +17,159 @@ use vouch_types::{Hash32, Receipt};
 
 use crate::client::Client;
 
-#[derive(Args, Debug)]
+/// `vouch up` settings. Each comes from, in order: its flag, its `VOUCH_*` environment
+/// variable, the TOML file given by `--config` (keys named like the flags, with `_`),
+/// and the default.
+#[derive(Args, Debug, Default)]
 pub struct UpArgs {
-    /// Address of the HTTP API.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-    /// Block production interval in milliseconds (blocks are made only when there is work).
-    #[arg(long, default_value_t = 200)]
-    pub block_interval_ms: u64,
-    /// Genesis file (default: <home>/node/genesis.json, created for a dev network).
-    #[arg(long)]
+    /// TOML file with any of: listen, block_interval_ms, genesis, data, no_provider,
+    /// no_audit, queue_depth, log_format, log. Relative paths are taken from the file's
+    /// directory. Flags and environment variables override it.
+    #[arg(long, env = "VOUCH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address of the HTTP API [default: 127.0.0.1:8080].
+    #[arg(long, env = "VOUCH_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Block production interval in milliseconds; blocks are made only when there is
+    /// work [default: 200].
+    #[arg(long, env = "VOUCH_BLOCK_INTERVAL_MS")]
+    pub block_interval_ms: Option<u64>,
+    /// Genesis file (default: <data>/genesis.json, created for a dev network).
+    #[arg(long, env = "VOUCH_GENESIS")]
     pub genesis: Option<PathBuf>,
     /// Node data directory (default: <home>/node).
-    #[arg(long)]
+    #[arg(long, env = "VOUCH_DATA")]
     pub data: Option<PathBuf>,
     /// Run the ledger only: no provider, no audits, no model loaded.
-    #[arg(long)]
+    #[arg(long, env = "VOUCH_NO_PROVIDER")]
     pub no_provider: bool,
     /// Serve jobs but do not audit them.
-    #[arg(long)]
+    #[arg(long, env = "VOUCH_NO_AUDIT")]
     pub no_audit: bool,
+    /// Jobs the provider keeps running or waiting; more get 429 with Retry-After
+    /// [default: 16].
+    #[arg(long, env = "VOUCH_QUEUE_DEPTH")]
+    pub queue_depth: Option<usize>,
+    /// Log format on stderr: text or json (one JSON object per line) [default: text].
+    #[arg(long, env = "VOUCH_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The `--config` file.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpFile {
+    listen: Option<SocketAddr>,
+    block_interval_ms: Option<u64>,
+    genesis: Option<PathBuf>,
+    data: Option<PathBuf>,
+    no_provider: Option<bool>,
+    no_audit: Option<bool>,
+    queue_depth: Option<usize>,
+    log_format: Option<LogFormat>,
+    /// Log filter (as `VOUCH_LOG`), e.g. "info" or "vouch_node=debug".
+    log: Option<String>,
+}
+
+/// `vouch up` settings after merging flags, environment, file and defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpSettings {
+    pub listen: SocketAddr,
+    pub block_interval_ms: u64,
+    pub genesis: Option<PathBuf>,
+    pub data: PathBuf,
+    pub no_provider: bool,
+    pub no_audit: bool,
+    pub queue_depth: usize,
+    pub log_format: LogFormat,
+    pub log: String,
+}
+
+impl UpArgs {
+    /// Merges the flags (and environment, which clap has already folded in) over the
+    /// config file's text (`file`, read from `dir`) over the defaults.
+    pub fn settle(self, home: &Path, file: Option<(&str, &Path)>) -> Result<UpSettings> {
+        let f: UpFile = match file {
+            Some((text, _)) => toml::from_str(text).context("config file")?,
+            None => UpFile::default(),
+        };
+        let rel = |p: PathBuf| match file {
+            Some((_, dir)) if p.is_relative() => dir.join(p),
+            _ => p,
+        };
+        let data = self
+            .data
+            .or(f.data.map(rel))
+            .unwrap_or_else(|| home.join("node"));
+        let s = UpSettings {
+            listen: self
+                .listen
+                .or(f.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            block_interval_ms: self
+                .block_interval_ms
+                .or(f.block_interval_ms)
+                .unwrap_or(200),
+            genesis: self.genesis.or(f.genesis.map(rel)),
+            data,
+            no_provider: self.no_provider || f.no_provider.unwrap_or(false),
+            no_audit: self.no_audit || f.no_audit.unwrap_or(false),
+            queue_depth: self
+                .queue_depth
+                .or(f.queue_depth)
+                .unwrap_or(vouch_node::DEFAULT_QUEUE_DEPTH),
+            log_format: self.log_format.or(f.log_format).unwrap_or(LogFormat::Text),
+            log: std::env::var("VOUCH_LOG")
+                .ok()
+                .or(f.log)
+                .unwrap_or_else(|| "info".into()),
+        };
+        if s.block_interval_ms == 0 || s.block_interval_ms > 60_000 {
+            bail!("block_interval_ms must be between 1 and 60000");
+        }
+        if s.queue_depth == 0 || s.queue_depth > 4096 {
+            bail!("queue_depth must be between 1 and 4096");
+        }
+        Ok(s)
+    }
+}
+
+fn init_logs(format: LogFormat, filter: &str) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("log filter {filter:?}"))?;
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => b.try_init(),
+        LogFormat::Json => b.json().flatten_event(true).try_init(),
+    };
+    Ok(())
 }
 
 pub fn up(home: &Path, a: UpArgs) -> Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VOUCH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
-    let data = a.data.clone().unwrap_or_else(|| home.join("node"));
+    let file = match &a.config {
+        Some(p) => Some((
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+            p.parent().map(Path::to_path_buf).unwrap_or_default(),
+        )),
+        None => None,
+    };
+    let a = a
+        .settle(home, file.as_ref().map(|(t, d)| (t.as_str(), d.as_path())))
+        .with_context(|| match file {
+            Some(_) => "settings (flags, VOUCH_* environment, --config file)".to_string(),
+            None => "settings (flags, VOUCH_* environment)".to_string(),
+        })?;
+    init_logs(a.log_format, &a.log)?;
+    let data = a.data.clone();
     let keys = DevKeys::load_or_create(&data)?;
     let spec = &models::SMOLLM2_135M;
     let genesis_path = a
@@ -102,6 +224,7 @@ pub fn up(home: &Path, a: UpArgs) -> Result<()> {
         audit,
         faucet: Some(SigningKey::from_bytes(&keys.faucet.to_bytes())?),
         admin_token: Some(admin_token),
+        queue_depth: a.queue_depth,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -294,9 +417,12 @@ pub fn wallet(home: &Path, node: &str, cmd: WalletCmd, json_out: bool) -> Result
             }
             let key = SigningKey::generate(&mut rand::rngs::OsRng);
             vouch_node::keys::create(&path, &key)?;
-            println!("{}", key.public());
+            if !json_out {
+                println!("{}", key.public());
+            }
             eprintln!("wallet key written to {}", path.display());
-            match client.post("/v1/faucet", &json!({"address": key.public()})) {
+            let faucet = client.post("/v1/faucet", &json!({"address": key.public()}));
+            match &faucet {
                 Ok(v) => eprintln!(
                     "faucet sent {} (tx {})",
                     v["amount"],
@@ -304,10 +430,25 @@ pub fn wallet(home: &Path, node: &str, cmd: WalletCmd, json_out: bool) -> Result
                 ),
                 Err(e) => eprintln!("no faucet funds: {e:#}"),
             }
+            if json_out {
+                let faucet = match faucet {
+                    Ok(v) => v,
+                    Err(e) => json!({"error": format!("{e:#}")}),
+                };
+                println!(
+                    "{}",
+                    json!({"address": key.public(), "key_file": path, "faucet": faucet})
+                );
+            }
             Ok(())
         }
         WalletCmd::Address => {
-            println!("{}", load_wallet(home)?.public());
+            let a = load_wallet(home)?.public();
+            if json_out {
+                println!("{}", json!({"address": a}));
+            } else {
+                println!("{a}");
+            }
             Ok(())
         }
         WalletCmd::Balance { address } => {
@@ -474,4 +615,66 @@ pub fn infer_via_node(home: &Path, node: &str, req: NodeInfer<'_>) -> Result<Rec
     let r: Receipt =
         serde_json::from_value(v).context("node returned something that is not a receipt")?;
     Ok(r)
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> UpArgs {
+        #[derive(clap::Parser)]
+        struct P {
+            #[command(flatten)]
+            up: UpArgs,
+        }
+        <P as clap::Parser>::try_parse_from(std::iter::once("up").chain(v.iter().copied()))
+            .unwrap()
+            .up
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let file = "listen = \"127.0.0.1:9000\"\nblock_interval_ms = 50\nqueue_depth = 4\n\
+                    data = \"n0\"\nlog_format = \"json\"\nno_audit = true\n";
+        let dir = Path::new("/etc/vouch");
+        let s = args(&["--block-interval-ms", "75"])
+            .settle(Path::new("/h"), Some((file, dir)))
+            .unwrap();
+        assert_eq!(s.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(s.block_interval_ms, 75, "the flag wins over the file");
+        assert_eq!(s.queue_depth, 4);
+        assert_eq!(s.data, Path::new("/etc/vouch/n0"), "relative to the file");
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert!(s.no_audit && !s.no_provider);
+
+        let d = args(&[]).settle(Path::new("/h"), None).unwrap();
+        assert_eq!(d.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(d.block_interval_ms, 200);
+        assert_eq!(d.data, Path::new("/h/node"));
+        assert_eq!(d.queue_depth, vouch_node::DEFAULT_QUEUE_DEPTH);
+        assert_eq!(d.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn bad_files_and_values_are_refused_with_the_reason() {
+        let e = args(&[])
+            .settle(Path::new("/h"), Some(("listne = \"x\"", Path::new("/"))))
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("unknown field `listne`"), "{e:#}");
+        let e = args(&[])
+            .settle(Path::new("/h"), Some(("queue_depth = -1", Path::new("/"))))
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("queue_depth"), "{e:#}");
+        let e = args(&["--queue-depth", "0"])
+            .settle(Path::new("/h"), None)
+            .unwrap_err();
+        assert!(e.to_string().contains("queue_depth must be"), "{e}");
+        let e = args(&[])
+            .settle(
+                Path::new("/h"),
+                Some(("block_interval_ms = 0", Path::new("/"))),
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("block_interval_ms"), "{e}");
+    }
 }

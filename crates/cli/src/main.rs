@@ -1,6 +1,7 @@
 //! The vouch command: fetch models, infer with a receipt, verify receipts, embed, benchmark.
 
 mod bench;
+mod bench_gateway;
 mod bench_ledger;
 mod client;
 mod keys;
@@ -38,6 +39,10 @@ struct Cli {
         default_value = "http://127.0.0.1:8080"
     )]
     node: String,
+    /// Print results as JSON on stdout (one object per result; errors as
+    /// {"error": "..."}), for scripts and agents.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -97,6 +102,9 @@ enum BenchCmd {
     Engine(bench::BenchArgs),
     /// Ledger throughput, receipt light-check time, block commit latency.
     Ledger(bench_ledger::LedgerBenchArgs),
+    /// Gateway overhead over the bare engine (p50/p99) and a bounded load run, against a
+    /// node started in this process with the real model.
+    Gateway(bench_gateway::GatewayBenchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -146,8 +154,8 @@ struct InferArgs {
     /// Write the receipt here (JSON).
     #[arg(long)]
     receipt: Option<PathBuf>,
-    /// Print the receipt JSON to stdout instead of streaming text.
-    #[arg(long)]
+    /// Print the receipt JSON instead of streaming text (the global --json).
+    #[arg(skip)]
     json: bool,
     /// Run the model in this process with the local provider key, without a node
     /// (no escrow, no ledger commit, no inclusion proof).
@@ -175,8 +183,8 @@ struct VerifyArgs {
     /// Fail receipts that carry no ledger inclusion proof.
     #[arg(long)]
     require_inclusion: bool,
-    /// Print the result as JSON.
-    #[arg(long)]
+    /// Print the result as JSON (the global --json).
+    #[arg(skip)]
     json: bool,
 }
 
@@ -199,32 +207,51 @@ fn main() -> ExitCode {
         std::env::set_var("RAYON_NUM_THREADS", t.to_string());
     }
     let home = cli.home.clone().unwrap_or_else(models::default_home);
+    let json = cli.json;
     let res = match cli.cmd {
-        Cmd::Verify(a) => return verify(&home, a),
+        Cmd::Verify(mut a) => {
+            a.json = json;
+            return verify(&home, a);
+        }
         Cmd::Models {
             cmd: ModelsCmd::Fetch { model },
-        } => fetch(&home, model.as_deref()),
+        } => fetch(&home, model.as_deref(), json),
         Cmd::Models {
             cmd: ModelsCmd::List,
-        } => list(&home),
-        Cmd::Infer(a) => infer(&home, &cli.node, a),
+        } => list(&home, json),
+        Cmd::Infer(mut a) => {
+            a.json = json;
+            infer(&home, &cli.node, a)
+        }
         Cmd::Up(a) => ledger::up(&home, a),
-        Cmd::Wallet { cmd } => ledger::wallet(&home, &cli.node, cmd, false),
+        Cmd::Wallet { cmd } => ledger::wallet(&home, &cli.node, cmd, json),
         Cmd::Tx { cmd } => ledger::tx(&cli.node, cmd),
         Cmd::Apikey { data, cmd } => ledger::apikey(&home, &cli.node, data, cmd),
         Cmd::Block { cmd } => ledger::block(&cli.node, cmd),
         Cmd::Embed(a) => embed(&home, a),
-        Cmd::Key => keys::load_or_create(&home).map(|k| println!("{}", k.public())),
+        Cmd::Key => keys::load_or_create(&home).map(|k| {
+            if json {
+                println!("{}", serde_json::json!({"provider_key": k.public()}));
+            } else {
+                println!("{}", k.public());
+            }
+        }),
         Cmd::Bench {
             cmd: BenchCmd::Engine(a),
         } => bench::run(&home, a),
         Cmd::Bench {
             cmd: BenchCmd::Ledger(a),
         } => bench_ledger::run(a),
+        Cmd::Bench {
+            cmd: BenchCmd::Gateway(a),
+        } => bench_gateway::run(&home, a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if json {
+                println!("{}", serde_json::json!({"error": format!("{e:#}")}));
+            }
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
@@ -238,7 +265,7 @@ fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
-fn fetch(home: &Path, only: Option<&str>) -> Result<()> {
+fn fetch(home: &Path, only: Option<&str>, json: bool) -> Result<()> {
     let specs: Vec<&models::ModelSpec> = match only {
         Some(n) => vec![models::find(n)?],
         None => models::CATALOGUE.iter().collect(),
@@ -256,14 +283,22 @@ fn fetch(home: &Path, only: Option<&str>) -> Result<()> {
             FetchEvent::Verified { file } => eprintln!("{name}: {file} matches its pinned BLAKE3"),
         };
         models::fetch(spec, home, &mut progress)?;
-        println!("{name} {}", spec.id());
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"name": name, "id": spec.id(), "installed": true})
+            );
+        } else {
+            println!("{name} {}", spec.id());
+        }
     }
     Ok(())
 }
 
-fn list(home: &Path) -> Result<()> {
+fn list(home: &Path, json: bool) -> Result<()> {
     for spec in models::CATALOGUE {
-        let state = match models::check_files(spec, home) {
+        let check = models::check_files(spec, home);
+        let state = match &check {
             Ok(()) => "installed".to_string(),
             Err(e) => format!("not installed ({e})"),
         };
@@ -271,6 +306,15 @@ fn list(home: &Path) -> Result<()> {
             ModelKind::ChatGguf => "chat",
             ModelKind::BertEmbedding => "embedding",
         };
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"name": spec.name, "kind": kind, "id": spec.id(),
+                    "package": spec.package, "version": spec.version, "licence": spec.licence,
+                    "installed": check.is_ok(), "problem": check.err().map(|e| e.to_string())})
+            );
+            continue;
+        }
         println!(
             "{:<14} {:<9} {}  {}=={}  {state}",
             spec.name,

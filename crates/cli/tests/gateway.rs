@@ -176,3 +176,91 @@ fn official_openai_client_against_vouch_up() {
         );
     }
 }
+
+/// Settings from a TOML file and the environment; a provider queue of one turns the
+/// excess away with 429 + Retry-After (nothing charged), serves the rest, and frees its
+/// place afterwards; logs are JSON lines.
+#[test]
+fn overload_gets_429_and_settings_come_from_file_and_env() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    common::share_models(home);
+    let cfg = home.join("vouch.toml");
+    std::fs::write(
+        &cfg,
+        "queue_depth = 1\nblock_interval_ms = 20\nlog_format = \"json\"\nlisten = \"127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    // The environment overrides the file's (unusable) listen address.
+    let (_node, n) = common::spawn_up(
+        home,
+        &["--config", cfg.to_str().unwrap()],
+        &[("VOUCH_LISTEN", "127.0.0.1:0")],
+    );
+    assert!(vouch(home, &n, &["wallet", "new"]).0);
+    let (ok, out, err) = vouch(
+        home,
+        &n,
+        &["apikey", "create", "burst", "--fund", "10000000"],
+    );
+    assert!(ok, "{out}{err}");
+    let key: Value = serde_json::from_str(&out).unwrap();
+    let api_key = key["api_key"].as_str().unwrap().to_string();
+    let chat = |max_tokens: u32| {
+        let mut r = agent()
+            .post(&format!("{n}/v1/chat/completions"))
+            .header("authorization", &format!("Bearer {api_key}"))
+            .send_json(json!({"model": "smollm2-135m", "max_tokens": max_tokens,
+                              "messages": [{"role": "user", "content": "Tell me a story."}]}))
+            .unwrap();
+        let retry = r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body: Value = r.body_mut().read_json().unwrap();
+        (r.status().as_u16(), retry, body)
+    };
+    let results: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4).map(|_| s.spawn(|| chat(48))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ok: Vec<_> = results.iter().filter(|r| r.0 == 200).collect();
+    let busy: Vec<_> = results.iter().filter(|r| r.0 == 429).collect();
+    assert_eq!(ok.len() + busy.len(), 4, "{results:?}");
+    assert!(!ok.is_empty() && !busy.is_empty(), "{results:?}");
+    for (_, retry, body) in &busy {
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert_eq!(body["error"]["type"], "overloaded", "{body}");
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("queue is full"));
+    }
+    // The place is free again once the answers are out.
+    let (status, _, body) = chat(4);
+    assert_eq!(status, 200, "{body}");
+    // Only answered requests were charged: spent = sum of their charges at 10 per token.
+    let charged: u64 = ok
+        .iter()
+        .map(|r| &r.2)
+        .chain(std::iter::once(&body))
+        .map(|b| 10 * b["usage"]["total_tokens"].as_u64().unwrap())
+        .sum();
+    let mut resp = agent()
+        .get(&format!("{n}/v1/wallet"))
+        .header("authorization", &format!("Bearer {api_key}"))
+        .call()
+        .unwrap();
+    let w: Value = resp.body_mut().read_json().unwrap();
+    assert_eq!(w["spent"].as_u64().unwrap(), charged, "{w}");
+    // Structured logs: one JSON object per line, with the job's fields.
+    let log = std::fs::read_to_string(home.join("node.log")).unwrap();
+    let answered: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "job answered")
+        .collect();
+    assert_eq!(answered.len(), ok.len() + 1, "{log}");
+    assert!(answered[0]["job"].as_str().unwrap().len() == 64, "{log}");
+    assert!(answered[0]["engine_ms"].as_f64().unwrap() > 0.0, "{log}");
+}

@@ -7,9 +7,8 @@
 //!   and the receipt's inclusion proof, with the real model.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,55 +19,24 @@ use vouch_state::{sign_tx, Genesis, GenesisAccount};
 use vouch_types::tx::Action;
 use vouch_types::Hash32;
 
-const VOUCH: &str = env!("CARGO_BIN_EXE_vouch");
+mod common;
+use common::{agent, vouch, VOUCH};
 
+/// A `vouch up` process and its URL; killed (SIGKILL) when dropped.
 struct Node {
-    child: Child,
+    _process: common::Node,
     url: String,
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `vouch up` and waits for its "listening on" line.
+/// Starts `vouch up` on a free port and waits for its "listening on" line.
 fn up(home: &Path, extra: &[&str]) -> Node {
-    let mut child = Command::new(VOUCH)
-        .args([
-            "--home",
-            home.to_str().unwrap(),
-            "up",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start vouch up");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("vouch up did not start: {line:?}"))
-        .to_string();
+    let mut args = vec!["--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let (process, url) = common::spawn_up(home, &args, &[]);
     Node {
-        child,
-        url: format!("http://{addr}"),
+        _process: process,
+        url,
     }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(120)))
-        .build()
-        .new_agent()
 }
 
 fn get(url: &str) -> Value {
@@ -269,26 +237,11 @@ fn hex_encode(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn vouch(home: &Path, node: &str, args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(VOUCH)
-        .args(["--home", home.to_str().unwrap(), "--node", node])
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        o.status.success(),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn up_infer_verify_escrow_audit_settle() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path();
-    // Share the model cache of the default home.
-    let models_src = vouch_inference_home().join("models");
-    std::os::unix::fs::symlink(&models_src, home.join("models")).unwrap();
+    common::share_models(home);
     let data = home.join("node");
     let keys = DevKeys::load_or_create(&data).unwrap();
     let spec = &vouch_inference::models::SMOLLM2_135M;
@@ -441,12 +394,6 @@ fn up_infer_verify_escrow_audit_settle() {
         ],
     );
     assert!(!ok && err.contains("insufficient funds"), "{err}");
-}
-
-fn vouch_inference_home() -> std::path::PathBuf {
-    std::env::var_os("VOUCH_HOME")
-        .map(Into::into)
-        .unwrap_or_else(vouch_inference::models::default_home)
 }
 
 #[test]

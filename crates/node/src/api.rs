@@ -241,11 +241,29 @@ async fn job(
     ))
 }
 
+#[derive(Deserialize)]
+struct ReceiptQuery {
+    /// How long to wait for the receipt's commit to become final, if it is not yet
+    /// (answers are returned before their block; the proof follows within a block or two).
+    #[serde(default = "default_receipt_wait")]
+    wait_ms: u64,
+}
+
+fn default_receipt_wait() -> u64 {
+    3_000
+}
+
+/// Longest wait a caller may ask for.
+const MAX_RECEIPT_WAIT_MS: u64 = 30_000;
+
 async fn receipt(
     AxState(s): AxState<AppState>,
     Path(id): Path<String>,
+    q: Result<axum::extract::Query<ReceiptQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_hash(&id, "receipt id")?;
+    let axum::extract::Query(q) =
+        q.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
     let bytes = s
         .chain
         .store()
@@ -255,7 +273,19 @@ async fn receipt(
     let mut r: Receipt =
         serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(e.to_string()))?;
     if r.inclusion.is_none() {
-        r.inclusion = s.chain.inclusion(&id).map_err(ApiError::internal)?;
+        let deadline = tokio::time::Instant::now()
+            + std::time::Duration::from_millis(q.wait_ms.min(MAX_RECEIPT_WAIT_MS));
+        let mut heights = s.chain.subscribe();
+        loop {
+            r.inclusion = s.chain.inclusion(&id).map_err(ApiError::internal)?;
+            if r.inclusion.is_some() {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, heights.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => break,
+            }
+        }
     }
     Ok(Json(
         serde_json::to_value(r).map_err(|e| ApiError::internal(e.to_string()))?,

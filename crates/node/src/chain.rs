@@ -167,7 +167,16 @@ impl Chain {
                 proposer: self.key.public(),
                 seed: state.seed(),
             };
-            state.check_tx(&tx, &ctx)?;
+            match state.check_tx(&tx, &ctx) {
+                Ok(()) => {}
+                // A result for a job whose escrow is itself still waiting here: the block
+                // builder applies them in arrival order, so the escrow lands first (and if
+                // it is rejected, so is the result). This lets a provider answer at once.
+                Err(TxError::UnknownJob(job))
+                    if matches!(tx.action, Action::CommitResult { .. })
+                        && inner.pool_ids.contains(&job) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         *inner.pending_per_sender.entry(tx.from).or_insert(0) += 1;
         inner.pool_ids.insert(id);

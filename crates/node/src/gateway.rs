@@ -7,6 +7,7 @@
 //! Key management (`/admin/keys`) needs the node's admin token
 //! (`<node data>/admin.token`, 0600).
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -71,9 +72,124 @@ pub fn key_hash(api_key: &str) -> Hash32 {
     Hash32::digest("vouch 2026 api key v1", &[api_key.as_bytes()])
 }
 
-/// Serializes budget updates (read-modify-write of key records).
+/// Serializes budget updates (read-modify-write of key records) and holds, per custodial
+/// wallet, the spend reserved by requests whose escrow is not yet final, so concurrent
+/// requests on one key cannot together promise more than the wallet holds.
 #[derive(Default)]
-pub struct Budgets(Mutex<()>);
+pub struct Budgets(Mutex<HashMap<Hash32, u64>>);
+
+/// A request's hold on its key's spend limit and its wallet's balance. Dropped without
+/// [`Reservation::settle`] (any error path), it charges nothing.
+pub(crate) struct Reservation {
+    s: AppState,
+    key_id: Hash32,
+    wallet: Hash32,
+    /// Counted against the key's limit until settled.
+    cost: u64,
+    /// Held on the wallet's balance (cost plus transaction fees).
+    held: u64,
+    done: bool,
+}
+
+/// Reserves up to `cost` of `rec`'s limit and `cost + fees` of its wallet's balance, or
+/// answers 402 saying which is short.
+pub(crate) fn reserve(
+    s: &AppState,
+    key_id: Hash32,
+    rec: &mut KeyRecord,
+    cost: u64,
+    fees: u64,
+) -> Result<Reservation, ApiError> {
+    let mut held = s.budgets.0.lock().unwrap_or_else(|p| p.into_inner());
+    rec.roll(crate::consensus::now_ms());
+    if cost > rec.remaining() {
+        return Err(ApiError::payment(format!(
+            "spend limit: this request may cost up to {cost}, {} left in this period",
+            rec.remaining()
+        )));
+    }
+    let need = cost.saturating_add(fees);
+    let pending = held.get(&rec.wallet).copied().unwrap_or(0);
+    let balance = s.chain.state().account(&rec.wallet).balance;
+    if balance.saturating_sub(pending) < need {
+        return Err(ApiError::payment(format!(
+            "insufficient balance in wallet {}: need {need}, have {balance}{}",
+            rec.wallet,
+            if pending > 0 {
+                format!(" of which {pending} is held by requests in flight")
+            } else {
+                String::new()
+            }
+        )));
+    }
+    rec.spent = rec.spent.saturating_add(cost);
+    save_spend(s, &key_id, rec)?;
+    *held.entry(rec.wallet).or_insert(0) += need;
+    Ok(Reservation {
+        s: s.clone(),
+        key_id,
+        wallet: rec.wallet,
+        cost,
+        held: need,
+        done: false,
+    })
+}
+
+impl Reservation {
+    /// Replaces the reserved cost with the actual `charge` on the key's limit, and releases
+    /// the balance hold once `escrow` (if any) is final on the ledger.
+    pub(crate) fn settle(mut self, charge: u64, escrow: Option<Hash32>) {
+        self.done = true;
+        self.adjust(charge);
+        let (s, wallet, held) = (self.s.clone(), self.wallet, self.held);
+        match escrow {
+            Some(tx) => {
+                tokio::spawn(async move {
+                    s.chain.wait_tx(&tx, crate::provider::COMMIT_WAIT).await;
+                    release(&s, &wallet, held);
+                });
+            }
+            None => release(&s, &wallet, held),
+        }
+    }
+
+    fn adjust(&self, charge: u64) {
+        let _g = self.s.budgets.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Ok(Some(b)) = self.s.chain.store().api_key(&self.key_id) {
+            if let Ok(mut r) = serde_json::from_slice::<KeyRecord>(&b) {
+                r.spent = r.spent.saturating_sub(self.cost).saturating_add(charge);
+                let _ = save_spend(&self.s, &self.key_id, &r);
+            }
+        }
+    }
+}
+
+fn release(s: &AppState, wallet: &Hash32, amount: u64) {
+    let mut held = s.budgets.0.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(h) = held.get_mut(wallet) {
+        *h = h.saturating_sub(amount);
+        if *h == 0 {
+            held.remove(wallet);
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.done {
+            self.adjust(0);
+            release(&self.s, &self.wallet, self.held);
+        }
+    }
+}
+
+fn wallet_key(rec: &KeyRecord) -> Result<Arc<SigningKey>, ApiError> {
+    let bytes = hex::decode(&rec.wallet_secret)
+        .map_err(|_| ApiError::internal("stored wallet key is not hex"))?;
+    Ok(Arc::new(
+        SigningKey::from_bytes(&bytes).map_err(|e| ApiError::internal(e.to_string()))?,
+    ))
+}
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
@@ -114,6 +230,15 @@ fn save_key(s: &AppState, h: &Hash32, rec: &KeyRecord) -> Result<(), ApiError> {
     s.chain
         .store()
         .put_api_key(h, &bytes)
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// A spend update: durable with the next block, before any escrow it pays for can be.
+fn save_spend(s: &AppState, h: &Hash32, rec: &KeyRecord) -> Result<(), ApiError> {
+    let bytes = serde_json::to_vec(rec).map_err(|e| ApiError::internal(e.to_string()))?;
+    s.chain
+        .store()
+        .put_api_key_deferred(h, &bytes)
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 
@@ -359,13 +484,9 @@ async fn complete(
             prompt.len()
         )));
     }
-    let prompt_tokens = {
-        let model = provider.model.lock().unwrap_or_else(|p| p.into_inner());
-        model
-            .tokenize(&prompt)
-            .map_err(|e| ApiError::bad_request(e.to_string()))?
-            .len()
-    };
+    // A place in the queue before the work of counting tokens; 429 when full.
+    let permit = provider.admit()?;
+    let prompt_tokens = provider.count_tokens(&prompt).await?;
     if prompt_tokens + max_tokens as usize > provider.context {
         return Err(ApiError::bad_request(format!(
             "prompt of {prompt_tokens} tokens plus max_tokens {max_tokens} exceeds the model's context of {}",
@@ -384,33 +505,9 @@ async fn complete(
         .get(&provider.key.public())
         .map_or(0, |p| p.price_per_token);
     let max_fee = price.saturating_mul(prompt_tokens as u64 + u64::from(max_tokens));
-    // Budget and balance before any money moves.
-    {
-        let _g = s.budgets.0.lock().unwrap_or_else(|p| p.into_inner());
-        rec.roll(crate::consensus::now_ms());
-        if max_fee > rec.remaining() {
-            return Err(ApiError::payment(format!(
-                "spend limit: this request may cost up to {max_fee}, {} left in this period",
-                rec.remaining()
-            )));
-        }
-        let fee = st.params.min_tx_fee;
-        let balance = st.account(&rec.wallet).balance;
-        if balance < max_fee.saturating_add(fee) {
-            return Err(ApiError::payment(format!(
-                "insufficient balance in wallet {}: need {}, have {balance}",
-                rec.wallet,
-                max_fee.saturating_add(fee)
-            )));
-        }
-        // Reserve the maximum now; the actual charge replaces it once known.
-        rec.spent = rec.spent.saturating_add(max_fee);
-        save_key(&s, &key_id, &rec)?;
-    }
-    let wallet = Arc::new(
-        SigningKey::from_bytes(&hex::decode(&rec.wallet_secret).unwrap_or_default())
-            .map_err(|e| ApiError::internal(e.to_string()))?,
-    );
+    // The budget, before any money moves.
+    let budget = reserve(&s, key_id, &mut rec, max_fee, st.params.min_tx_fee)?;
+    let wallet = wallet_key(&rec)?;
     let action = Action::SubmitJob {
         model: model_id,
         provider: provider.key.public(),
@@ -430,57 +527,37 @@ async fn complete(
     };
     let created = crate::consensus::now_ms() / 1000;
     let model_name = req.model.clone();
-    let settle = {
-        let s = s.clone();
-        move |charge: u64| {
-            let _g = s.budgets.0.lock().unwrap_or_else(|p| p.into_inner());
-            if let Ok(Some(b)) = s.chain.store().api_key(&key_id) {
-                if let Ok(mut r) = serde_json::from_slice::<KeyRecord>(&b) {
-                    r.spent = r.spent.saturating_sub(max_fee).saturating_add(charge);
-                    let _ = save_key(&s, &key_id, &r);
-                }
-            }
-        }
-    };
     let object = if chat {
         "chat.completion"
     } else {
         "text_completion"
     };
     if !req.stream {
-        let r = provider
+        let done = provider
             .run_escrowed(
                 &s.chain,
                 Escrow::Custodial(wallet, action),
                 Work::Generate(input, sampling),
                 None,
             )
-            .await;
-        let r = match r {
-            Ok(r) => r,
-            Err(e) => {
-                settle(0);
-                return Err(e);
-            }
-        };
-        let usage = usage(&r);
-        settle(price.saturating_mul(r.prompt_tokens as u64 + r.output_tokens.len() as u64));
-        let job = r.inclusion.as_ref().map(|i| i.job).unwrap_or_default();
+            .await?;
+        drop(permit);
+        let r = &done.receipt;
+        let usage = usage(r);
+        budget.settle(charge(price, r), Some(done.job));
         let choice = if chat {
             json!({"index": 0, "message": {"role": "assistant", "content": r.output}, "finish_reason": finish_str(r.finish_reason), "logprobs": null})
         } else {
             json!({"index": 0, "text": r.output, "finish_reason": finish_str(r.finish_reason), "logprobs": null})
         };
         let body = json!({
-            "id": format!("job-{job}"), "object": object, "created": created, "model": model_name,
+            "id": format!("job-{}", done.job), "object": object, "created": created, "model": model_name,
             "choices": [choice], "usage": usage,
             "receipt": r.id(), "receipt_url": format!("/v1/receipts/{}", r.id()),
-            "vouch": {"job": job, "block": r.inclusion.as_ref().map(|i| i.header.height), "provider": r.provider},
+            "vouch": vouch_info(&done),
         });
         let mut resp = Json(body).into_response();
-        if let Ok(v) = HeaderValue::from_str(&r.id().to_hex()) {
-            resp.headers_mut().insert("x-vouch-receipt", v);
-        }
+        receipt_headers(&mut resp, &done);
         return Ok(resp);
     }
 
@@ -538,25 +615,25 @@ async fn complete(
                 Some(tx_text),
             )
             .await;
+        drop(permit);
         let _ = forward.await;
         match r {
-            Ok(r) => {
-                settle(price.saturating_mul(r.prompt_tokens as u64 + r.output_tokens.len() as u64));
-                let info = json!({"receipt": r.id(), "job": r.inclusion.as_ref().map(|i| i.job),
-                                  "block": r.inclusion.as_ref().map(|i| i.header.height)});
+            Ok(done) => {
+                let r = &done.receipt;
+                budget.settle(charge(price, r), Some(done.job));
                 let _ = tx_ev.send(Ok(mk(
                     json!({}),
                     json!(finish_str(r.finish_reason)),
-                    Some(("vouch", info)),
+                    Some(("vouch", vouch_info(&done))),
                 )));
                 if include_usage {
                     let v = json!({"id": id, "object": chunk_object, "created": created, "model": model_name,
-                                   "choices": [], "usage": usage(&r)});
+                                   "choices": [], "usage": usage(r)});
                     let _ = tx_ev.send(Ok(SseEvent::default().data(v.to_string())));
                 }
             }
             Err(e) => {
-                settle(0);
+                drop(budget);
                 let v = json!({"error": {"message": e.message, "type": e.kind, "code": e.status.as_u16()}});
                 let _ = tx_ev.send(Ok(SseEvent::default().data(v.to_string())));
             }
@@ -571,6 +648,30 @@ async fn complete(
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
         .into_response())
+}
+
+/// What a job costs at `price` per token: prompt plus generated tokens.
+fn charge(price: u64, r: &Receipt) -> u64 {
+    price.saturating_mul(u64::from(r.prompt_tokens) + r.output_tokens.len() as u64)
+}
+
+/// The ledger side of an answer: the job, the provider, and the pending result commit
+/// (the receipt's inclusion proof is at `receipt_url` once that is final).
+fn vouch_info(d: &crate::provider::Done) -> Value {
+    json!({"receipt": d.receipt.id(), "job": d.job, "provider": d.receipt.provider, "commit_tx": d.commit,
+           "engine_ms": d.engine.as_secs_f64() * 1e3})
+}
+
+/// `x-vouch-receipt` names the receipt; `server-timing` says how long the model ran, so a
+/// client can tell the gateway's own overhead from the engine's time.
+fn receipt_headers(resp: &mut Response, d: &crate::provider::Done) {
+    if let Ok(v) = HeaderValue::from_str(&d.receipt.id().to_hex()) {
+        resp.headers_mut().insert("x-vouch-receipt", v);
+    }
+    let t = format!("engine;dur={:.3}", d.engine.as_secs_f64() * 1e3);
+    if let Ok(v) = HeaderValue::from_str(&t) {
+        resp.headers_mut().insert("server-timing", v);
+    }
 }
 
 fn usage(r: &Receipt) -> Value {
@@ -609,20 +710,9 @@ pub async fn pay(
     let (key_id, mut rec) = load_key(&s, &headers)?;
     let Json(p) =
         body.map_err(|e| ApiError::bad_request(format!("malformed request: {}", e.body_text())))?;
-    {
-        let _g = s.budgets.0.lock().unwrap_or_else(|p| p.into_inner());
-        rec.roll(crate::consensus::now_ms());
-        if p.amount > rec.remaining() {
-            return Err(ApiError::payment(format!(
-                "spend limit: {} left in this period",
-                rec.remaining()
-            )));
-        }
-        rec.spent = rec.spent.saturating_add(p.amount);
-        save_key(&s, &key_id, &rec)?;
-    }
-    let wallet = SigningKey::from_bytes(&hex::decode(&rec.wallet_secret).unwrap_or_default())
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let min_fee = s.chain.state().params.min_tx_fee;
+    let budget = reserve(&s, key_id, &mut rec, p.amount, min_fee)?;
+    let wallet = wallet_key(&rec)?;
     let id = s
         .chain
         .submit_signed(
@@ -633,6 +723,7 @@ pub async fn pay(
             },
         )
         .map_err(crate::provider::submit_error)?;
+    budget.settle(p.amount, Some(id));
     let st = s.chain.wait_tx(&id, crate::provider::COMMIT_WAIT).await;
     Ok(Json(json!({"id": id, "result": st})))
 }
@@ -727,32 +818,14 @@ pub async fn embeddings(
         .map_or(0, |p| p.price_per_token);
     let fees: Vec<u64> = tokens.iter().map(|n| price.saturating_mul(*n)).collect();
     let total: u64 = fees.iter().fold(0u64, |a, b| a.saturating_add(*b));
-    {
-        let _g = s.budgets.0.lock().unwrap_or_else(|p| p.into_inner());
-        rec.roll(crate::consensus::now_ms());
-        if total > rec.remaining() {
-            return Err(ApiError::payment(format!(
-                "spend limit: this request costs {total}, {} left in this period",
-                rec.remaining()
-            )));
-        }
-        let need = total.saturating_add(st.params.min_tx_fee.saturating_mul(texts.len() as u64));
-        let balance = st.account(&rec.wallet).balance;
-        if balance < need {
-            return Err(ApiError::payment(format!(
-                "insufficient balance in wallet {}: need {need}, have {balance}",
-                rec.wallet
-            )));
-        }
-        rec.spent = rec.spent.saturating_add(total);
-        save_key(&s, &key_id, &rec)?;
-    }
-    let wallet = Arc::new(
-        SigningKey::from_bytes(&hex::decode(&rec.wallet_secret).unwrap_or_default())
-            .map_err(|e| ApiError::internal(e.to_string()))?,
-    );
+    let tx_fees = st.params.min_tx_fee.saturating_mul(texts.len() as u64);
+    let _permit = provider.admit()?;
+    let budget = reserve(&s, key_id, &mut rec, total, tx_fees)?;
+    let wallet = wallet_key(&rec)?;
     let mut data = Vec::new();
     let mut receipts = Vec::new();
+    let mut last_job = None;
+    let mut charged = 0u64;
     for (i, (text, fee)) in texts.into_iter().zip(fees).enumerate() {
         let action = Action::SubmitJob {
             model: embedder.id(),
@@ -761,14 +834,24 @@ pub async fn embeddings(
             max_tokens: 1,
             max_fee: fee,
         };
-        let r = provider
+        let done = provider
             .run_escrowed(
                 &s.chain,
                 Escrow::Custodial(wallet.clone(), action),
                 Work::Embed(text),
                 None,
             )
-            .await?;
+            .await;
+        let done = match done {
+            Ok(d) => d,
+            Err(e) => {
+                budget.settle(charged, last_job);
+                return Err(e);
+            }
+        };
+        charged = charged.saturating_add(fee);
+        last_job = Some(done.job);
+        let r = done.receipt;
         let values = r
             .embedding
             .as_ref()
@@ -783,6 +866,9 @@ pub async fn embeddings(
         data.push(json!({"object": "embedding", "index": i, "embedding": embedding}));
         receipts.push(r.id());
     }
+    // Each text's escrow is its own job; a failure part way through leaves the earlier
+    // ones charged (they were answered and committed).
+    budget.settle(total, last_job);
     let prompt_tokens: u64 = tokens.iter().sum();
     let mut resp = Json(json!({
         "object": "list", "data": data, "model": req.model,

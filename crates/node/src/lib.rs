@@ -122,7 +122,7 @@ pub fn dev_genesis(
             address: keys.provider.public(),
             models: models.iter().map(|m| m.0).collect(),
             price_per_token: 10,
-            capacity: 8,
+            capacity: 16,
             endpoint: "local".into(),
         }],
     }
@@ -144,7 +144,12 @@ pub struct NodeConfig {
     pub faucet: Option<SigningKey>,
     /// Enables `/admin/keys` with this bearer token.
     pub admin_token: Option<String>,
+    /// Jobs a provider keeps running or waiting; beyond this, requests get 429.
+    pub queue_depth: usize,
 }
+
+/// Default provider queue depth.
+pub const DEFAULT_QUEUE_DEPTH: usize = 16;
 
 /// A running node.
 pub struct Running {
@@ -213,7 +218,23 @@ pub async fn start(cfg: NodeConfig, engine: Box<dyn Engine>) -> Result<Running> 
 
     let embedder = cfg.embedder.map(Arc::new);
     let provider = cfg.provider.map(|(key, model)| {
+        // Jobs escrowed but not yet committed never exceed the queue, so a queue within
+        // the capacity registered on the ledger never gets an escrow refused as busy.
+        let capacity = chain
+            .state()
+            .providers
+            .get(&key.public())
+            .map_or(usize::MAX, |p| p.capacity as usize);
+        let depth = cfg.queue_depth.clamp(1, capacity.max(1));
+        if depth < cfg.queue_depth {
+            tracing::warn!(
+                queue_depth = cfg.queue_depth,
+                capacity,
+                "queue depth lowered to the provider's capacity on the ledger"
+            );
+        }
         Arc::new(provider::ProviderRole {
+            tokenizer: model.tokenizer(),
             key,
             embedder: embedder.clone(),
             model_id: model.id(),
@@ -221,6 +242,9 @@ pub async fn start(cfg: NodeConfig, engine: Box<dyn Engine>) -> Result<Running> 
             system_default: model.system_default().map(str::to_string),
             context: model.context(),
             model: Arc::new(Mutex::new(model)),
+            queue: Arc::new(tokio::sync::Semaphore::new(depth)),
+            queue_depth: depth,
+            queue_full: Default::default(),
         })
     });
     if cfg.audit {

@@ -185,7 +185,7 @@ impl VouchMcp {
                         "text": v["choices"][0]["message"]["content"],
                         "finish_reason": v["choices"][0]["finish_reason"],
                         "usage": v["usage"], "receipt": v["receipt"], "job": v["vouch"]["job"],
-                        "block": v["vouch"]["block"],
+                        "commit_tx": v["vouch"]["commit_tx"],
                     })),
                     Err(e) => tool_error(e),
                 }

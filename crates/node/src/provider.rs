@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 use vouch_crypto::SigningKey;
 use vouch_inference::chat::{render_chatml, Message};
 use vouch_inference::ChatModel;
-use vouch_state::JobStatus;
 use vouch_types::tx::{Action, Tx};
 use vouch_types::{Hash32, Receipt, ReceiptKind, Sampling};
 use vouch_verify::attest::{self, Input};
@@ -38,10 +37,17 @@ pub struct ProviderRole {
     /// `max_tokens` 1 whose input is the text and whose output is the vector.
     pub embedder: Option<Arc<vouch_inference::Embedder>>,
     pub model: Arc<Mutex<ChatModel>>,
+    /// The chat model's tokenizer, usable while the model is busy.
+    pub tokenizer: Arc<vouch_inference::tokenizer::TextTokenizer>,
     pub model_id: Hash32,
     pub model_name: String,
     pub system_default: Option<String>,
     pub context: usize,
+    /// Jobs running or waiting for the model; beyond this, requests get 429.
+    pub queue: Arc<tokio::sync::Semaphore>,
+    pub queue_depth: usize,
+    /// Requests turned away because the queue was full.
+    pub queue_full: std::sync::atomic::AtomicU64,
 }
 
 /// A job as the client sends it: the signed `SubmitJob` transaction and the input whose
@@ -92,6 +98,9 @@ pub fn submit_error(e: SubmitError) -> ApiError {
             ApiError::payment(format!(
                 "insufficient funds: need {need}, balance is {balance}"
             ))
+        }
+        SubmitError::Invalid(t @ vouch_state::TxError::ProviderBusy(_)) => {
+            ApiError::overloaded(t.to_string())
         }
         SubmitError::Invalid(t) => ApiError::bad_request(t.to_string()),
         SubmitError::Full(_) => ApiError::overloaded(e.to_string()),
@@ -175,12 +184,9 @@ impl ProviderRole {
             ));
         }
         // Check the prompt fits before any money moves.
+        let permit = self.admit()?;
         {
-            let model = self.model.lock().unwrap_or_else(|p| p.into_inner());
-            let n = model
-                .tokenize(&prompt)
-                .map_err(|e| ApiError::bad_request(e.to_string()))?
-                .len();
+            let n = self.count_tokens(&prompt).await?;
             if n + req.max_tokens as usize > self.context {
                 return Err(ApiError::bad_request(format!(
                     "prompt of {n} tokens plus max_tokens {} exceeds the context of {}",
@@ -192,100 +198,134 @@ impl ProviderRole {
             ReceiptKind::Completion => Input::Completion(prompt),
             _ => Input::Chat(req.messages.unwrap_or_default()),
         };
-        self.run_escrowed(
-            chain,
-            Escrow::Signed(tx),
-            Work::Generate(input, sampling),
-            None,
-        )
-        .await
+        let done = self
+            .run_escrowed(
+                chain,
+                Escrow::Signed(tx),
+                Work::Generate(input, sampling),
+                None,
+            )
+            .await?;
+        drop(permit);
+        done.finalize(chain).await
     }
 
-    /// Submits the escrow transaction, runs the job once it is committed (streaming text
-    /// deltas to `sink` if given), commits the result, and returns the receipt with its
-    /// inclusion proof.
+    /// Tokens in `text` under the chat model's tokenizer, counted off the async threads
+    /// and without the model (which may be busy generating).
+    pub async fn count_tokens(&self, text: &str) -> Result<usize, ApiError> {
+        let tokenizer = self.tokenizer.clone();
+        let text = text.to_string();
+        tokio::task::spawn_blocking(move || tokenizer.encode(&text).map(|t| t.len()))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .map_err(|e| ApiError::bad_request(e.to_string()))
+    }
+
+    /// Takes a place in this provider's job queue, or answers 429 when it is full: the
+    /// queue bounds the memory and the wait of everything admitted.
+    pub fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        self.queue.clone().try_acquire_owned().map_err(|_| {
+            self.queue_full
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ApiError::overloaded(format!(
+                "provider queue is full ({} jobs running or waiting); retry shortly",
+                self.queue_depth
+            ))
+        })
+    }
+
+    /// Runs a job optimistically: the escrow is admitted to the mempool (checked against
+    /// the current state), the model runs at once, and the result commit is queued behind
+    /// the escrow, so both land in the same or consecutive blocks. The caller gets the
+    /// receipt without waiting for a block; its inclusion proof is served by
+    /// `/v1/receipts/{id}` once the commit is final (see [`Done::commit`]).
+    ///
+    /// The provider carries the risk that an admitted escrow is later rejected (the
+    /// client's balance drained by another transaction in the same block); the gateway
+    /// reserves each custodial wallet's pending spend so its own requests cannot do that.
     pub async fn run_escrowed(
         self: &Arc<Self>,
         chain: &Arc<Chain>,
         escrow: Escrow,
         work: Work,
         sink: Option<tokio::sync::mpsc::UnboundedSender<String>>,
-    ) -> Result<Receipt, ApiError> {
+    ) -> Result<Done, ApiError> {
         let job = match escrow {
             Escrow::Signed(tx) => chain.submit(tx).map_err(submit_error)?,
             Escrow::Custodial(key, action) => {
                 chain.submit_signed(&key, action).map_err(submit_error)?
             }
         };
-        wait_committed(chain, &job, "job").await?;
-        let state = chain.state();
-        match state.jobs.get(&job) {
-            Some(j) if j.status == JobStatus::Submitted => {}
-            _ => {
-                return Err(ApiError::internal(
-                    "job is not open after its escrow committed",
-                ))
-            }
-        }
-        let me = self.clone();
         let created_at = crate::consensus::now_ms() / 1000;
-        let (input, sampling) = match work {
-            Work::Generate(input, sampling) => (input, sampling),
+        let me = self.clone();
+        let started = std::time::Instant::now();
+        let receipt = match work {
             Work::Embed(text) => {
                 let embedder = self.embedder.clone().ok_or_else(|| {
                     ApiError::not_found("this provider serves no embedding model")
                 })?;
-                let text = text.clone();
-                let key = SigningKey::from_bytes(&self.key.to_bytes())
-                    .map_err(|e| ApiError::internal(e.to_string()))?;
-                let receipt = tokio::task::spawn_blocking(move || {
-                    vouch_verify::attest::embed(&embedder, &key, &text, created_at)
+                tokio::task::spawn_blocking(move || {
+                    vouch_verify::attest::embed(&embedder, &me.key, &text, created_at)
                 })
                 .await
                 .map_err(|e| ApiError::internal(e.to_string()))?
-                .map_err(|e| ApiError::internal(format!("embedding failed: {e}")))?;
-                return self.commit(chain, job, receipt).await;
+                .map_err(|e| ApiError::internal(format!("embedding failed: {e}")))?
             }
-        };
-        let receipt = tokio::task::spawn_blocking(move || {
-            let mut model = me.model.lock().unwrap_or_else(|p| p.into_inner());
-            let tokenizer = model.tokenizer();
-            let mut ids: Vec<u32> = Vec::new();
-            let mut sent = 0usize;
-            let mut on_token = |t: u32| {
-                let Some(sink) = &sink else { return };
-                // Decode the whole prefix so characters split across tokens arrive whole.
-                ids.push(t);
-                if let Ok(text) = tokenizer.decode(&ids) {
-                    if text.len() > sent && text.is_char_boundary(sent) {
-                        let _ = sink.send(text[sent..].to_string());
-                        sent = text.len();
+            Work::Generate(input, sampling) => tokio::task::spawn_blocking(move || {
+                let mut model = me.model.lock().unwrap_or_else(|p| p.into_inner());
+                let tokenizer = model.tokenizer();
+                let mut ids: Vec<u32> = Vec::new();
+                let mut sent = 0usize;
+                let mut on_token = |t: u32| {
+                    let Some(sink) = &sink else { return };
+                    // Decode the whole prefix so characters split across tokens arrive whole.
+                    ids.push(t);
+                    if let Ok(text) = tokenizer.decode(&ids) {
+                        if text.len() > sent && text.is_char_boundary(sent) {
+                            let _ = sink.send(text[sent..].to_string());
+                            sent = text.len();
+                        }
                     }
-                }
-            };
-            attest::generate(
-                &mut model,
-                &me.key,
-                &input,
-                sampling,
-                created_at,
-                &mut on_token,
-            )
+                };
+                attest::generate(
+                    &mut model,
+                    &me.key,
+                    &input,
+                    sampling,
+                    created_at,
+                    &mut on_token,
+                )
+            })
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .map_err(|e| ApiError::internal(format!("inference failed: {e}")))?,
+        };
+        let engine = started.elapsed();
+        let commit = self.commit(chain, job, &receipt)?;
+        tracing::info!(
+            job = %job,
+            receipt = %receipt.id(),
+            kind = receipt.kind.as_str(),
+            prompt_tokens = receipt.prompt_tokens,
+            output_tokens = receipt.output_tokens.len(),
+            engine_ms = engine.as_secs_f64() * 1e3,
+            "job answered"
+        );
+        Ok(Done {
+            job,
+            receipt,
+            commit,
+            engine,
         })
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| ApiError::internal(format!("inference failed: {e}")))?;
-        self.commit(chain, job, receipt).await
     }
 
-    /// Stores the receipt, commits its hashes, and attaches the inclusion proof.
-    async fn commit(
+    /// Stores the receipt and queues the transaction that commits its hashes.
+    fn commit(
         &self,
         chain: &Arc<Chain>,
         job: Hash32,
-        mut receipt: Receipt,
-    ) -> Result<Receipt, ApiError> {
-        receipt.inclusion = None;
+        receipt: &Receipt,
+    ) -> Result<Hash32, ApiError> {
         let rid = receipt.id();
         let kind = format!("kind=\"{}\"", receipt.kind.as_str());
         chain.metrics().inc(
@@ -300,7 +340,7 @@ impl ProviderRole {
         );
         // Keep the receipt before committing: an auditor may ask for it as soon as the
         // commit is in a block.
-        let json = serde_json::to_vec(&receipt).map_err(|e| ApiError::internal(e.to_string()))?;
+        let json = serde_json::to_vec(receipt).map_err(|e| ApiError::internal(e.to_string()))?;
         chain
             .store()
             .put_receipt(&rid, &json)
@@ -313,16 +353,43 @@ impl ProviderRole {
             prompt_tokens: receipt.prompt_tokens,
             output_tokens: receipt.output_tokens.len() as u32,
         };
-        let cid = chain
-            .submit_signed(&self.key, commit)
-            .map_err(submit_error)?;
-        wait_committed(chain, &cid, "result").await?;
-        receipt.inclusion = chain.inclusion(&rid).map_err(ApiError::internal)?;
-        let json = serde_json::to_vec(&receipt).map_err(|e| ApiError::internal(e.to_string()))?;
-        chain
-            .store()
-            .put_receipt(&rid, &json)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        Ok(receipt)
+        match chain.submit_signed(&self.key, commit) {
+            Ok(id) => Ok(id),
+            // The escrow did not make it into a block while the model ran.
+            Err(SubmitError::Invalid(vouch_state::TxError::UnknownJob(_))) => {
+                Err(match chain.tx_status(&job) {
+                    TxStatus::Rejected { reason } => {
+                        ApiError::payment(format!("job escrow rejected: {reason}"))
+                    }
+                    other => ApiError::internal(format!("job escrow is not open ({other:?})")),
+                })
+            }
+            Err(e) => Err(submit_error(e)),
+        }
+    }
+}
+
+/// A job the provider has answered.
+#[derive(Debug)]
+pub struct Done {
+    pub job: Hash32,
+    /// The signed receipt, without its inclusion proof (not final yet).
+    pub receipt: Receipt,
+    /// The `CommitResult` transaction; once it is committed, the receipt's inclusion proof
+    /// is available.
+    pub commit: Hash32,
+    /// Time spent in the model.
+    pub engine: Duration,
+}
+
+impl Done {
+    /// Waits for the result commit and attaches the inclusion proof.
+    pub async fn finalize(mut self, chain: &Chain) -> Result<Receipt, ApiError> {
+        wait_committed(chain, &self.job, "job").await?;
+        wait_committed(chain, &self.commit, "result").await?;
+        self.receipt.inclusion = chain
+            .inclusion(&self.receipt.id())
+            .map_err(ApiError::internal)?;
+        Ok(self.receipt)
     }
 }

@@ -371,8 +371,15 @@ impl Store {
     }
 
     /// Keeps a full receipt (the provider's copy, served to clients and auditors).
+    ///
+    /// Written without its own fsync: the next block commit makes it durable, and the
+    /// transaction committing this receipt's hashes can only be in that block or a later
+    /// one, so a receipt named by a durable block is always on disk (writes to the
+    /// database are durable in order).
     pub fn put_receipt(&self, id: &Hash32, json: &[u8]) -> Result<(), StoreError> {
-        let w = self.db.begin_write()?;
+        let mut w = self.db.begin_write()?;
+        w.set_durability(redb::Durability::None)
+            .map_err(|e| StoreError::Db(e.to_string()))?;
         {
             let mut t = w.open_table(RECEIPT_BODIES)?;
             t.insert(id.as_bytes(), json)?;
@@ -398,9 +405,27 @@ impl Store {
         }
     }
 
-    /// Stores a gateway API key record under the hash of the key.
+    /// Stores a gateway API key record under the hash of the key, durably.
     pub fn put_api_key(&self, key_hash: &Hash32, record: &[u8]) -> Result<(), StoreError> {
-        let w = self.db.begin_write()?;
+        self.write_api_key(key_hash, record, redb::Durability::Immediate)
+    }
+
+    /// Stores a key record's spend update without its own fsync; the next block commit
+    /// makes it durable, and the escrow a request pays can only commit in that block or
+    /// later, so no durable spend is ever missing from a durable key record.
+    pub fn put_api_key_deferred(&self, key_hash: &Hash32, record: &[u8]) -> Result<(), StoreError> {
+        self.write_api_key(key_hash, record, redb::Durability::None)
+    }
+
+    fn write_api_key(
+        &self,
+        key_hash: &Hash32,
+        record: &[u8],
+        durability: redb::Durability,
+    ) -> Result<(), StoreError> {
+        let mut w = self.db.begin_write()?;
+        w.set_durability(durability)
+            .map_err(|e| StoreError::Db(e.to_string()))?;
         {
             let mut t = w.open_table(API_KEYS)?;
             t.insert(key_hash.as_bytes(), record)?;

@@ -31,40 +31,54 @@ pub fn vouch(home: &Path, node: &str, args: &[&str]) -> (bool, String, String) {
     )
 }
 
-/// Starts `vouch up` (dev genesis, provider, validator) in `home`, sharing the model cache
-/// of the default home; returns the node and its base URL.
-pub fn start_dev_node(home: &Path) -> (Node, String) {
-    let models_src = std::env::var_os("VOUCH_HOME")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(vouch_inference::models::default_home)
-        .join("models");
-    std::os::unix::fs::symlink(&models_src, home.join("models")).unwrap();
-    let mut child = Command::new(VOUCH)
-        .args([
-            "--home",
-            home.to_str().unwrap(),
-            "up",
-            "--listen",
-            "127.0.0.1:0",
-            "--block-interval-ms",
-            "20",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
+/// Starts `vouch --home H up ARGS` with extra environment, waits for its "listening on"
+/// line, and returns the process and its base URL. Its stderr (logs) goes to
+/// `H/node.log`.
+pub fn spawn_up(home: &Path, args: &[&str], envs: &[(&str, &str)]) -> (Node, String) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(home.join("node.log"))
         .unwrap();
+    let mut child = Command::new(VOUCH)
+        .args(["--home", home.to_str().unwrap(), "up"])
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("start vouch up");
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     let node = Node(child);
-    let url = format!(
-        "http://{}",
-        line.trim()
-            .strip_prefix("listening on ")
-            .expect("node started")
-    );
+    let Some(addr) = line.trim().strip_prefix("listening on ") else {
+        let log = std::fs::read_to_string(home.join("node.log")).unwrap_or_default();
+        panic!("vouch up did not start: {line:?}\n{log}");
+    };
+    let url = format!("http://{addr}");
     (node, url)
+}
+
+/// Links the default home's model cache into `home`, so a test node finds the weights.
+pub fn share_models(home: &Path) {
+    let models_src = std::env::var_os("VOUCH_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(vouch_inference::models::default_home)
+        .join("models");
+    std::os::unix::fs::symlink(&models_src, home.join("models")).unwrap();
+}
+
+/// Starts `vouch up` (dev genesis, provider, validator) in `home`, sharing the model cache
+/// of the default home; returns the node and its base URL.
+pub fn start_dev_node(home: &Path) -> (Node, String) {
+    share_models(home);
+    spawn_up(
+        home,
+        &["--listen", "127.0.0.1:0", "--block-interval-ms", "20"],
+        &[],
+    )
 }
 
 /// An HTTP client that returns error statuses as responses.
