@@ -285,3 +285,30 @@ fn models_fetch_is_instant_when_present() {
     let list = ok(&["models", "list"]);
     assert_eq!(list.matches("installed").count(), 2, "{list}");
 }
+
+#[test]
+fn json_flag_gives_machine_readable_output_and_errors() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path().to_str().unwrap();
+    // Models of an empty home: one JSON object per catalogue model, none installed.
+    let o = vouch(&["--home", h, "--json", "models", "list"]);
+    assert!(o.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.iter().any(|v| v["name"] == "smollm2-135m"));
+    assert!(lines
+        .iter()
+        .all(|v| v["installed"] == false && v["id"].as_str().unwrap().len() == 64));
+    // The global flag works after the subcommand too.
+    let o = vouch(&["--home", h, "key", "--json"]);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["provider_key"].as_str().unwrap().len(), 64);
+    // Errors: exit 2 and {"error": ...} on stdout.
+    let o = vouch(&["--home", h, "--json", "wallet", "address"]);
+    assert_eq!(o.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("no wallet"), "{v}");
+}
