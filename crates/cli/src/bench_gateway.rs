@@ -171,6 +171,7 @@ pub fn run(home: &Path, a: GatewayBenchArgs) -> Result<()> {
         faucet: Some(SigningKey::from_bytes(&keys.faucet.to_bytes())?),
         admin_token: Some(admin.into()),
         queue_depth: a.queue_depth,
+        upstream: None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -53,6 +53,12 @@ pub struct UpArgs {
     /// Log format on stderr: text or json (one JSON object per line) [default: text].
     #[arg(long, env = "VOUCH_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Follow the chain of the node at this URL: fetch its finalized blocks, check each
+    /// certificate against the validator set of the genesis file (--genesis, required)
+    /// and every root, and serve the same API read-only (no provider, no faucet, no
+    /// blocks of its own; transactions are refused with the URL to send them to).
+    #[arg(long, env = "VOUCH_FOLLOW")]
+    pub follow: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -74,6 +80,7 @@ pub struct UpFile {
     no_audit: Option<bool>,
     queue_depth: Option<usize>,
     log_format: Option<LogFormat>,
+    follow: Option<String>,
     /// Log filter (as `VOUCH_LOG`), e.g. "info" or "vouch_node=debug".
     log: Option<String>,
 }
@@ -90,6 +97,7 @@ pub struct UpSettings {
     pub queue_depth: usize,
     pub log_format: LogFormat,
     pub log: String,
+    pub follow: Option<String>,
 }
 
 impl UpArgs {
@@ -126,6 +134,7 @@ impl UpArgs {
                 .or(f.queue_depth)
                 .unwrap_or(vouch_node::DEFAULT_QUEUE_DEPTH),
             log_format: self.log_format.or(f.log_format).unwrap_or(LogFormat::Text),
+            follow: self.follow.or(f.follow),
             log: std::env::var("VOUCH_LOG")
                 .ok()
                 .or(f.log)
@@ -176,6 +185,12 @@ pub fn up(home: &Path, a: UpArgs) -> Result<()> {
         .genesis
         .clone()
         .unwrap_or_else(|| data.join("genesis.json"));
+    if a.follow.is_some() && !genesis_path.exists() {
+        bail!(
+            "a follower needs the network's genesis file (--genesis): it is what the \
+             peer's blocks are checked against"
+        );
+    }
     let genesis = if genesis_path.exists() {
         let text = std::fs::read_to_string(&genesis_path)
             .with_context(|| format!("reading {}", genesis_path.display()))?;
@@ -196,7 +211,8 @@ pub fn up(home: &Path, a: UpArgs) -> Result<()> {
         eprintln!("created dev genesis {}", genesis_path.display());
         g
     };
-    let provider = if a.no_provider {
+    let following = a.follow.is_some();
+    let provider = if a.no_provider || following {
         None
     } else {
         let mut progress = |_ev: models::FetchEvent| {};
@@ -204,7 +220,7 @@ pub fn up(home: &Path, a: UpArgs) -> Result<()> {
         let model = ChatModel::load(spec, home)?;
         Some((SigningKey::from_bytes(&keys.provider.to_bytes())?, model))
     };
-    let embedder = if a.no_provider {
+    let embedder = if a.no_provider || following {
         None
     } else {
         let mut progress = |_ev: models::FetchEvent| {};
@@ -222,21 +238,29 @@ pub fn up(home: &Path, a: UpArgs) -> Result<()> {
         provider,
         embedder,
         audit,
-        faucet: Some(SigningKey::from_bytes(&keys.faucet.to_bytes())?),
+        faucet: if following {
+            None
+        } else {
+            Some(SigningKey::from_bytes(&keys.faucet.to_bytes())?)
+        },
         admin_token: Some(admin_token),
         queue_depth: a.queue_depth,
+        upstream: a.follow.clone(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let running = vouch_node::start(
-            cfg,
-            Box::new(SoloEngine {
+        let engine: Box<dyn vouch_node::Engine> = match &a.follow {
+            Some(peer) => Box::new(vouch_node::FollowEngine {
+                peer: peer.clone(),
+                poll: Duration::from_millis(a.block_interval_ms.max(50)),
+            }),
+            None => Box::new(SoloEngine {
                 interval: Duration::from_millis(a.block_interval_ms),
             }),
-        )
-        .await?;
+        };
+        let running = vouch_node::start(cfg, engine).await?;
         let st = running.chain.state();
         eprintln!(
             "vouch node up: chain {} ({}), height {}",
@@ -245,8 +269,11 @@ pub fn up(home: &Path, a: UpArgs) -> Result<()> {
             st.height
         );
         eprintln!("  api        http://{}", running.addr);
-        eprintln!("  validator  {}", keys.validator.public());
-        if !a.no_provider {
+        match &a.follow {
+            Some(peer) => eprintln!("  following  {peer} (read-only)"),
+            None => eprintln!("  validator  {}", keys.validator.public()),
+        }
+        if !a.no_provider && !following {
             eprintln!(
                 "  provider   {} serving {} ({})",
                 keys.provider.public(),
@@ -254,7 +281,9 @@ pub fn up(home: &Path, a: UpArgs) -> Result<()> {
                 spec.id().short()
             );
         }
-        eprintln!("  faucet     {}", keys.faucet.public());
+        if !following {
+            eprintln!("  faucet     {}", keys.faucet.public());
+        }
         eprintln!("  data       {}", data.display());
         // Tests and scripts wait for this line on stdout.
         println!("listening on {}", running.addr);

@@ -529,3 +529,138 @@ fn bad_transactions_get_clear_reasons_and_change_nothing() {
     assert_eq!(r.status().as_u16(), 404);
     let _: Value = r.body_mut().read_json().unwrap();
 }
+
+/// A second `vouch up --follow` process applies the first one's blocks (checked against
+/// the genesis file it was given), serves the same chain read-only, refuses
+/// transactions with the address to send them to, and after being killed catches up.
+#[test]
+fn follower_process_syncs_refuses_txs_and_catches_up_after_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let (home_a, home_b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&home_a).unwrap();
+    std::fs::create_dir_all(&home_b).unwrap();
+    let leader = up(&home_a, &["--no-provider", "--block-interval-ms", "20"]);
+    let genesis = home_a.join("node/genesis.json");
+    let pay = |n: usize| {
+        for i in 0..n {
+            let (code, v) = post(
+                &format!("{}/v1/faucet", leader.url),
+                &json!({"address": Hash32([i as u8 + 1; 32]), "amount": 1_000 + i}),
+            )
+            .unwrap();
+            assert_eq!(code, 200, "{v}");
+        }
+    };
+    let same_head = |a: &str, b: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (x, y) = (
+                get(&format!("{a}/v1/blocks/latest")),
+                get(&format!("{b}/v1/blocks/latest")),
+            );
+            if x["id"] == y["id"] && x["id"].is_string() {
+                return x;
+            }
+            assert!(Instant::now() < deadline, "no sync: {x} vs {y}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    pay(5);
+    let follow = [
+        "--follow",
+        leader.url.as_str(),
+        "--genesis",
+        genesis.to_str().unwrap(),
+        "--block-interval-ms",
+        "50",
+    ];
+    let follower = up(&home_b, &follow);
+    let head = same_head(&leader.url, &follower.url);
+    assert!(head["header"]["height"].as_u64().unwrap() >= 5, "{head}");
+    let acct = format!("/v1/accounts/{}", Hash32([3; 32]));
+    assert_eq!(
+        get(&format!("{}{acct}", follower.url)),
+        get(&format!("{}{acct}", leader.url))
+    );
+    // Read-only: transactions are refused with the node to send them to.
+    let (code, v) = post(
+        &format!("{}/v1/faucet", follower.url),
+        &json!({"address": Hash32([9; 32])}),
+    )
+    .unwrap();
+    assert_eq!(code, 404, "no faucet on a follower: {v}");
+    let key = SigningKey::from_bytes(&[5; 32]).unwrap();
+    let g = Genesis::from_json(&std::fs::read_to_string(&genesis).unwrap()).unwrap();
+    let tx = sign_tx(
+        &key,
+        &g.chain_id(),
+        0,
+        10,
+        Action::Transfer {
+            to: Hash32([1; 32]),
+            amount: 1,
+        },
+    );
+    let (code, v) = post(
+        &format!("{}/v1/txs", follower.url),
+        &json!({"tx": hex_encode(&tx.encode())}),
+    )
+    .unwrap();
+    assert_eq!(code, 503, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&leader.url),
+        "{v}"
+    );
+
+    // Killed, the leader moves on; restarted, the follower catches up from its own height.
+    drop(follower);
+    pay(4);
+    let follower = up(&home_b, &follow);
+    let head2 = same_head(&leader.url, &follower.url);
+    assert!(
+        head2["header"]["height"].as_u64().unwrap()
+            >= head["header"]["height"].as_u64().unwrap() + 4,
+        "{head2}"
+    );
+    assert_eq!(
+        head2["header"]["state_root"],
+        get(&format!("{}/v1/blocks/latest", leader.url))["header"]["state_root"]
+    );
+
+    // A follower with another network's genesis refuses the blocks (and says why).
+    let home_c = dir.path().join("c");
+    std::fs::create_dir_all(&home_c).unwrap();
+    let mut other = g.clone();
+    other.chain_name = "another-network".into();
+    let other_path = home_c.join("genesis.json");
+    std::fs::write(&other_path, other.to_json()).unwrap();
+    let (mut stranger, _) = common::spawn_up(
+        &home_c,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--follow",
+            leader.url.as_str(),
+            "--genesis",
+            other_path.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = stranger.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a follower of another chain kept running"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success());
+    let log = std::fs::read_to_string(home_c.join("node.log")).unwrap();
+    assert!(log.contains("is for chain"), "{log}");
+}

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Path, State as AxState};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -35,6 +36,7 @@ pub fn router(s: AppState) -> Router {
         .route("/v1/txs", post(submit_tx))
         .route("/v1/txs/{id}", get(tx_status))
         .route("/v1/blocks/{height}", get(block))
+        .route("/v1/blocks/{height}/raw", get(block_raw))
         .route("/v1/accounts/{address}", get(account))
         .route("/v1/jobs", post(run_job))
         .route("/v1/jobs/{id}", get(job))
@@ -192,6 +194,27 @@ async fn block(
         "id": b.header.id(), "header": b.header, "certificate": b.certificate,
         "txs": txs, "events": events,
     })))
+}
+
+/// The block's canonical encoding (header, transactions, certificate), for peers.
+async fn block_raw(
+    AxState(s): AxState<AppState>,
+    Path(h): Path<String>,
+) -> Result<axum::response::Response, ApiError> {
+    let height = h
+        .parse::<u64>()
+        .map_err(|_| ApiError::bad_request("height must be a number"))?;
+    let b = s
+        .chain
+        .store()
+        .block(height)
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .ok_or_else(|| ApiError::not_found(format!("no block at height {height}")))?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        b.encode(),
+    )
+        .into_response())
 }
 
 async fn account(

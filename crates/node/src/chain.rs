@@ -37,7 +37,31 @@ pub enum SubmitError {
     AlreadyCommitted(Hash32),
     #[error("storage: {0}")]
     Store(String),
+    #[error("this node follows {0} and produces no blocks; send transactions there")]
+    Follower(String),
 }
+
+/// Why a block from a peer was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    #[error("block {got} does not follow this node's height {have}")]
+    Gap { have: u64, got: u64 },
+    #[error("peer's block at height {height} ({theirs}) conflicts with this node's ({ours}): a fork, or a peer on another chain")]
+    Conflict {
+        height: u64,
+        ours: Hash32,
+        theirs: Hash32,
+    },
+    #[error("block {1} certificate: {0}")]
+    Certificate(vouch_verify::inclusion::InclusionError, u64),
+    #[error("block {1} is invalid: {0}")]
+    Invalid(vouch_state::BlockError, u64),
+    #[error("storing block: {0}")]
+    Store(String),
+}
+
+/// Longest a proposed block's time may run ahead of this node's clock.
+pub const MAX_CLOCK_SKEW_MS: u64 = 5_000;
 
 struct Inner {
     state: Arc<State>,
@@ -55,6 +79,8 @@ pub struct Chain {
     key: SigningKey,
     heights: watch::Sender<u64>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Set on a follower: the node whose blocks it applies.
+    upstream: std::sync::OnceLock<String>,
 }
 
 impl std::fmt::Debug for Chain {
@@ -87,7 +113,90 @@ impl Chain {
             key,
             heights,
             metrics,
+            upstream: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Makes this chain a follower of `url`: it takes no transactions of its own.
+    pub fn set_upstream(&self, url: &str) {
+        let _ = self.upstream.set(url.to_string());
+    }
+    pub fn upstream(&self) -> Option<&str> {
+        self.upstream.get().map(String::as_str)
+    }
+
+    /// Checks a block another validator proposed on top of this node's state: header
+    /// link, time (not before the parent, at most [`MAX_CLOCK_SKEW_MS`] after `now`),
+    /// every transaction with its signature, and the transaction, receipt and state roots.
+    /// What a validator checks before voting for it.
+    pub fn verify_block(
+        &self,
+        block: &Block,
+        now: u64,
+    ) -> Result<vouch_state::Proposal, vouch_state::BlockError> {
+        if block.header.time > now.saturating_add(MAX_CLOCK_SKEW_MS) {
+            return Err(vouch_state::BlockError::FromTheFuture {
+                time: block.header.time,
+                now,
+            });
+        }
+        self.apply_copy(block)
+    }
+
+    fn apply_copy(&self, block: &Block) -> Result<vouch_state::Proposal, vouch_state::BlockError> {
+        let mut next = (*self.state()).clone();
+        let applied = next.apply_block(block, true)?;
+        Ok(vouch_state::Proposal {
+            block: block.clone(),
+            state: next,
+            applied,
+            rejected: Vec::new(),
+        })
+    }
+
+    /// Applies a finalized block from a peer: its certificate must carry signatures of
+    /// more than two thirds of the current validator set, and the block must apply with
+    /// every root matching. A block this node already has is accepted again only if it
+    /// is the same block.
+    pub fn accept(&self, block: Block) -> Result<u64, AcceptError> {
+        let state = self.state();
+        let height = block.header.height;
+        if height <= state.height {
+            let ours = self
+                .store
+                .block(height)
+                .map_err(|e| AcceptError::Store(e.to_string()))?
+                .map(|b| b.header.id())
+                .unwrap_or_default();
+            let theirs = block.header.id();
+            if ours == theirs {
+                return Ok(state.height);
+            }
+            return Err(AcceptError::Conflict {
+                height,
+                ours,
+                theirs,
+            });
+        }
+        if height != state.height + 1 {
+            return Err(AcceptError::Gap {
+                have: state.height,
+                got: height,
+            });
+        }
+        let validators: Vec<Hash32> = state.validators.iter().copied().collect();
+        vouch_verify::inclusion::check_certificate(
+            &block.header,
+            &block.certificate,
+            Some(&validators),
+        )
+        .map_err(|e| AcceptError::Certificate(e, height))?;
+        let certificate = block.certificate.clone();
+        let p = self
+            .apply_copy(&block)
+            .map_err(|e| AcceptError::Invalid(e, height))?;
+        self.finalize(p, certificate)
+            .map_err(|e| AcceptError::Store(e.to_string()))
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -126,6 +235,9 @@ impl Chain {
     }
 
     fn admit(&self, inner: &mut Inner, tx: Tx) -> Result<Hash32, SubmitError> {
+        if let Some(up) = self.upstream() {
+            return Err(SubmitError::Follower(up.to_string()));
+        }
         let state = inner.state.clone();
         let id = tx.id(&state.chain);
         if inner.pool_ids.contains(&id) {

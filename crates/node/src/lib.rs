@@ -28,7 +28,7 @@ use vouch_state::{Genesis, GenesisAccount, GenesisModel, GenesisProvider, Params
 use vouch_storage::Store;
 
 pub use chain::{Chain, TxStatus};
-pub use consensus::{Engine, SoloEngine};
+pub use consensus::{Engine, FollowEngine, SoloEngine};
 
 /// One whole token in base units (amounts on the ledger are integers).
 pub const UNIT: u64 = 1_000_000;
@@ -146,6 +146,8 @@ pub struct NodeConfig {
     pub admin_token: Option<String>,
     /// Jobs a provider keeps running or waiting; beyond this, requests get 429.
     pub queue_depth: usize,
+    /// Follow this node's chain (see [`consensus::FollowEngine`]): take no transactions.
+    pub upstream: Option<String>,
 }
 
 /// Default provider queue depth.
@@ -209,6 +211,9 @@ pub async fn start(cfg: NodeConfig, engine: Box<dyn Engine>) -> Result<Running> 
         cfg.validator_key,
         metrics.clone(),
     ));
+    if let Some(up) = &cfg.upstream {
+        chain.set_upstream(up);
+    }
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
 

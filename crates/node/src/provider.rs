@@ -106,6 +106,7 @@ pub fn submit_error(e: SubmitError) -> ApiError {
         SubmitError::Full(_) => ApiError::overloaded(e.to_string()),
         SubmitError::AlreadyCommitted(_) => ApiError::bad_request(format!("replay: {e}")),
         SubmitError::Store(s) => ApiError::internal(s),
+        SubmitError::Follower(_) => ApiError::unavailable(e.to_string()),
     }
 }
 

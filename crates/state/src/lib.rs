@@ -342,6 +342,10 @@ pub enum BlockError {
     },
     #[error("block has {0} transactions, more than the limit")]
     TooManyTxs(usize),
+    #[error(
+        "block time {time} is ahead of this node's clock ({now}) by more than the allowed skew"
+    )]
+    FromTheFuture { time: u64, now: u64 },
 }
 
 /// The result of applying a block.

@@ -2,7 +2,7 @@
 //! root, and the header's finality certificate. Needs no ledger state.
 
 use vouch_crypto::merkle;
-use vouch_types::tx::domain;
+use vouch_types::tx::{domain, Certificate};
 use vouch_types::{Hash32, Header, Receipt};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -36,6 +36,36 @@ pub fn header_vote_message(h: &Header) -> [u8; 32] {
     h.id().0
 }
 
+/// Checks a header's finality certificate: every signature valid, no validator twice, and
+/// with `trusted`, signatures from more than two thirds of that set. Returns the signers.
+pub fn check_certificate(
+    header: &Header,
+    certificate: &Certificate,
+    trusted: Option<&[Hash32]>,
+) -> Result<Vec<Hash32>, InclusionError> {
+    let msg = header_vote_message(header);
+    if certificate.votes.is_empty() {
+        return Err(InclusionError::NoVotes);
+    }
+    let mut signers = Vec::new();
+    for v in &certificate.votes {
+        vouch_crypto::verify(&v.validator, domain::HEADER_SIGNATURE, &msg, &v.signature)
+            .map_err(|_| InclusionError::BadVote(v.validator.to_hex()))?;
+        if signers.contains(&v.validator) {
+            return Err(InclusionError::DuplicateVote(v.validator.to_hex()));
+        }
+        signers.push(v.validator);
+    }
+    if let Some(set) = trusted {
+        let signed = signers.iter().filter(|s| set.contains(s)).count();
+        let needed = set.len() * 2 / 3 + 1;
+        if signed < needed {
+            return Err(InclusionError::NoQuorum { signed, needed });
+        }
+    }
+    Ok(signers)
+}
+
 /// Checks the receipt's inclusion proof and the header's certificate. With `trusted`,
 /// signatures from more than two thirds of those validators are required; without it the
 /// signatures are checked and the signers reported, for the caller to compare with the
@@ -53,26 +83,7 @@ pub fn check_inclusion(
     if !merkle::verify(&inc.header.receipt_root, &r.id(), &proof) {
         return Err(InclusionError::BadPath);
     }
-    let msg = header_vote_message(&inc.header);
-    if inc.certificate.votes.is_empty() {
-        return Err(InclusionError::NoVotes);
-    }
-    let mut signers = Vec::new();
-    for v in &inc.certificate.votes {
-        vouch_crypto::verify(&v.validator, domain::HEADER_SIGNATURE, &msg, &v.signature)
-            .map_err(|_| InclusionError::BadVote(v.validator.to_hex()))?;
-        if signers.contains(&v.validator) {
-            return Err(InclusionError::DuplicateVote(v.validator.to_hex()));
-        }
-        signers.push(v.validator);
-    }
-    if let Some(set) = trusted {
-        let signed = signers.iter().filter(|s| set.contains(s)).count();
-        let needed = set.len() * 2 / 3 + 1;
-        if signed < needed {
-            return Err(InclusionError::NoQuorum { signed, needed });
-        }
-    }
+    let signers = check_certificate(&inc.header, &inc.certificate, trusted)?;
     Ok(InclusionReport {
         chain: inc.header.chain,
         height: inc.header.height,
