@@ -192,7 +192,10 @@ pub fn run(a: LedgerBenchArgs) -> Result<()> {
                 signature: validator.sign(vouch_types::tx::domain::HEADER_SIGNATURE, &msg),
             };
             let mut block = p.block.clone();
-            block.certificate = Certificate { votes: vec![vote] };
+            block.certificate = Certificate {
+                votes: vec![vote],
+                simplex: None,
+            };
             store.commit(&block, &p.applied, &p.state)?;
             state = p.state;
             times.push(t.elapsed().as_secs_f64() * 1e3);
@@ -262,7 +265,10 @@ fn synthetic_receipt(validator: &SigningKey) -> Receipt {
             leaves: proof.leaves,
             path: proof.path,
         },
-        certificate: Certificate { votes: vec![vote] },
+        certificate: Certificate {
+            votes: vec![vote],
+            simplex: None,
+        },
     });
     r
 }

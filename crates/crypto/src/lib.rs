@@ -70,6 +70,15 @@ pub fn verify(
         .map_err(|_| CryptoError::BadSignature)
 }
 
+/// Verifies a plain ed25519 signature over `msg` (no domain prehash): the BFT engine's
+/// votes, which carry their own namespace inside the message.
+pub fn verify_raw(public: &Hash32, msg: &[u8], sig: &[u8; 64]) -> Result<(), CryptoError> {
+    let key = ed25519_dalek::VerifyingKey::from_bytes(public.as_bytes())
+        .map_err(|_| CryptoError::BadPublicKey)?;
+    key.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(sig))
+        .map_err(|_| CryptoError::BadSignature)
+}
+
 /// Fills in `receipt.provider` and `receipt.signature`.
 pub fn sign_receipt(key: &SigningKey, receipt: &mut Receipt) {
     receipt.provider = key.public();

@@ -81,6 +81,8 @@ pub struct Chain {
     metrics: Arc<crate::metrics::Metrics>,
     /// Set on a follower: the node whose blocks it applies.
     upstream: std::sync::OnceLock<String>,
+    /// Set under a multi-validator engine: transactions admitted here go to the peers.
+    gossip: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Tx>>,
 }
 
 impl std::fmt::Debug for Chain {
@@ -114,6 +116,21 @@ impl Chain {
             heights,
             metrics,
             upstream: std::sync::OnceLock::new(),
+            gossip: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Sends every transaction admitted from this node's API to `tx` (for the peers).
+    pub fn set_gossip(&self, tx: tokio::sync::mpsc::UnboundedSender<Tx>) {
+        let _ = self.gossip.set(tx);
+    }
+
+    /// Admits a transaction a peer gossiped (not sent on again). Refusals are expected
+    /// (a peer's view of nonces runs ahead or behind) and only logged.
+    pub fn receive(&self, tx: Tx) {
+        let mut inner = self.lock();
+        if let Err(e) = self.admit_checked(&mut inner, tx) {
+            tracing::debug!(error = %e, "gossiped transaction not admitted");
         }
     }
 
@@ -238,6 +255,19 @@ impl Chain {
         if let Some(up) = self.upstream() {
             return Err(SubmitError::Follower(up.to_string()));
         }
+        let fresh = !inner.pool_ids.contains(&tx.id(&inner.state.chain));
+        let gossip = fresh
+            .then(|| self.gossip.get())
+            .flatten()
+            .map(|g| (g, tx.clone()));
+        let id = self.admit_checked(inner, tx)?;
+        if let Some((g, tx)) = gossip {
+            let _ = g.send(tx);
+        }
+        Ok(id)
+    }
+
+    fn admit_checked(&self, inner: &mut Inner, tx: Tx) -> Result<Hash32, SubmitError> {
         let state = inner.state.clone();
         let id = tx.id(&state.chain);
         if inner.pool_ids.contains(&id) {
@@ -413,12 +443,68 @@ impl Chain {
                 inner.rejected.remove(&old);
             }
         }
+        // What stays in the pool: not in this block, and still applicable in order per
+        // sender (a transaction another validator's block made stale, or that failed
+        // when a block was built, goes with the reason, and so does anything queued
+        // behind it from the same sender).
+        let state = &p.state;
+        let ctx = vouch_state::Ctx {
+            time: state.time,
+            proposer: self.key.public(),
+            seed: state.seed(),
+        };
         let mut remaining = VecDeque::new();
         let mut pending: HashMap<Hash32, u64> = HashMap::new();
-        for (id, tx) in inner.pool.drain(..) {
-            if !done.contains(&id) {
-                *pending.entry(tx.from).or_insert(0) += 1;
-                remaining.push_back((id, tx));
+        let mut dropped: HashMap<Hash32, String> = HashMap::new();
+        let ids_left: HashSet<Hash32> = inner
+            .pool
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| !done.contains(id))
+            .collect();
+        let mut newly_rejected: Vec<(Hash32, String)> = Vec::new();
+        let pool = std::mem::take(&mut inner.pool);
+        for (id, tx) in pool {
+            if done.contains(&id) {
+                continue;
+            }
+            if let Some(why) = dropped.get(&tx.from) {
+                newly_rejected.push((id, why.clone()));
+                continue;
+            }
+            let n = pending.get(&tx.from).copied().unwrap_or(0);
+            let expected = state.account(&tx.from).nonce + n;
+            let verdict = if tx.nonce != expected {
+                Err(format!(
+                    "nonce {} no longer applies (expected {expected})",
+                    tx.nonce
+                ))
+            } else if n == 0 {
+                match state.check_tx(&tx, &ctx) {
+                    Ok(()) => Ok(()),
+                    Err(TxError::UnknownJob(job))
+                        if matches!(tx.action, Action::CommitResult { .. })
+                            && ids_left.contains(&job) =>
+                    {
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            } else {
+                Ok(())
+            };
+            match verdict {
+                Ok(()) => {
+                    *pending.entry(tx.from).or_insert(0) += 1;
+                    remaining.push_back((id, tx));
+                }
+                Err(why) => {
+                    dropped.insert(tx.from, format!("dropped from the mempool: {why}"));
+                    inner
+                        .rejected
+                        .insert(id, format!("dropped from the mempool: {why}"));
+                    inner.rejected_order.push_back(id);
+                }
             }
         }
         inner.pool_ids = remaining.iter().map(|(id, _)| *id).collect();

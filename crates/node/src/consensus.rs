@@ -102,7 +102,13 @@ impl Engine for SoloEngine {
                 let r = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
                     let p = app.propose(now);
                     let vote = app.vote(&p);
-                    app.finalize(p, Certificate { votes: vec![vote] })
+                    app.finalize(
+                        p,
+                        Certificate {
+                            votes: vec![vote],
+                            simplex: None,
+                        },
+                    )
                 })
                 .await?;
                 match r {

@@ -52,7 +52,13 @@ fn make_block(leader: &Chain, alice: &SigningKey, n: u64, time: u64) -> Block {
     let p = leader.propose(time);
     let vote = leader.vote(&p.block);
     let h = leader
-        .finalize(p, Certificate { votes: vec![vote] })
+        .finalize(
+            p,
+            Certificate {
+                votes: vec![vote],
+                simplex: None,
+            },
+        )
         .unwrap();
     leader.store().block(h).unwrap().unwrap()
 }

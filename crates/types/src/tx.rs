@@ -457,22 +457,63 @@ pub struct Vote {
 
 /// Proof that a header is final: signatures of validators holding more than two thirds
 /// of the voting power (one signature in single-validator mode).
+///
+/// Two kinds: without `simplex`, each vote signs the header id under
+/// [`domain::HEADER_SIGNATURE`] (the single-validator engine). With `simplex`, the votes
+/// are the BFT engine's own: each signs the engine's message for (`epoch`, `view`,
+/// `parent` view, header id) under a namespace derived from the chain id, and the light
+/// check rebuilds that message (see `vouch_verify::inclusion`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Certificate {
     pub votes: Vec<Vote>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simplex: Option<SimplexRound>,
+}
+
+/// Where in the BFT engine's sequence of views a block was certified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimplexRound {
+    pub epoch: u64,
+    pub view: u64,
+    pub parent: u64,
+    /// `finalize` votes, or `notarize` votes for a block made final by a finalized
+    /// descendant (the engine finalizes ancestors implicitly).
+    pub kind: VoteKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VoteKind {
+    Finalize,
+    Notarize,
 }
 
 pub const MAX_VOTES: usize = 256;
+/// Set in the encoded vote count when a [`SimplexRound`] follows the votes (blocks of the
+/// single-validator engine encode exactly as before).
+const SIMPLEX_FLAG: u32 = 1 << 31;
 
 impl Certificate {
     fn encode_into(&self, e: &mut Encoder) {
-        e.u32(self.votes.len() as u32);
+        let flag = if self.simplex.is_some() {
+            SIMPLEX_FLAG
+        } else {
+            0
+        };
+        e.u32(self.votes.len() as u32 | flag);
         for v in &self.votes {
             e.fixed(v.validator.as_bytes()).fixed(&v.signature);
         }
+        if let Some(r) = &self.simplex {
+            e.u64(r.epoch).u64(r.view).u64(r.parent).u8(match r.kind {
+                VoteKind::Finalize => 0,
+                VoteKind::Notarize => 1,
+            });
+        }
     }
     fn decode_from(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        let n = d.u32()? as usize;
+        let raw = d.u32()?;
+        let n = (raw & !SIMPLEX_FLAG) as usize;
         if n > MAX_VOTES {
             return Err(DecodeError::TooLong {
                 len: n,
@@ -487,7 +528,23 @@ impl Certificate {
                 })
             })
             .collect::<Result<_, DecodeError>>()?;
-        Ok(Certificate { votes })
+        let simplex = if raw & SIMPLEX_FLAG != 0 {
+            let (epoch, view, parent) = (d.u64()?, d.u64()?, d.u64()?);
+            let kind = match d.u8()? {
+                0 => VoteKind::Finalize,
+                1 => VoteKind::Notarize,
+                _ => return Err(DecodeError::Invalid("vote kind")),
+            };
+            Some(SimplexRound {
+                epoch,
+                view,
+                parent,
+                kind,
+            })
+        } else {
+            None
+        };
+        Ok(Certificate { votes, simplex })
     }
 }
 
@@ -683,6 +740,7 @@ mod tests {
                 signature: [4; 64],
             }],
             certificate: Certificate {
+                simplex: None,
                 votes: vec![Vote {
                     validator: h(5),
                     signature: [6; 64],
@@ -695,5 +753,21 @@ mod tests {
         bad.header.tx_count = 2;
         assert!(Block::decode(&bad.encode()).is_err());
         assert_eq!(Header::decode(&header.encode()).unwrap(), header);
+        // A BFT certificate round-trips; the single-validator form encodes as before
+        // (vote count, then votes).
+        let mut bft = block.clone();
+        bft.certificate.simplex = Some(SimplexRound {
+            epoch: 0,
+            view: 9,
+            parent: 7,
+            kind: VoteKind::Notarize,
+        });
+        let e = bft.encode();
+        assert_eq!(Block::decode(&e).unwrap(), bft);
+        assert_eq!(e.len(), b.len() + 25);
+        let mut bad_kind = e.clone();
+        *bad_kind.last_mut().unwrap() = 2;
+        assert!(Block::decode(&bad_kind).is_err());
+        assert!(Block::decode(&e[..e.len() - 1]).is_err());
     }
 }
