@@ -178,6 +178,21 @@ pub fn up(home: &Path, a: UpArgs) -> Result<()> {
             None => "settings (flags, VOUCH_* environment)".to_string(),
         })?;
     init_logs(a.log_format, &a.log)?;
+    launch(home, a, None)
+}
+
+/// How a `vouch node` reaches the other validators.
+#[derive(Debug, Clone)]
+pub struct Net {
+    pub listen: SocketAddr,
+    pub peers: Vec<(Hash32, SocketAddr)>,
+    pub provider: bool,
+    pub leader_timeout_ms: u64,
+}
+
+/// Starts a node with settled settings: the single-validator engine, a follower, or
+/// (with `net`) a validator of a multi-node network.
+fn launch(home: &Path, a: UpSettings, net: Option<Net>) -> Result<()> {
     let data = a.data.clone();
     let keys = DevKeys::load_or_create(&data)?;
     let spec = &models::SMOLLM2_135M;
@@ -212,7 +227,28 @@ pub fn up(home: &Path, a: UpArgs) -> Result<()> {
         g
     };
     let following = a.follow.is_some();
-    let provider = if a.no_provider || following {
+    if net.is_some() && !genesis_path.exists() {
+        bail!("a network node needs the network's genesis file (--genesis)");
+    }
+    let serve = match &net {
+        // A validator of a network serves jobs only with --provider, and only if its
+        // provider key is registered in the genesis.
+        Some(n) => {
+            n.provider
+                && genesis
+                    .providers
+                    .iter()
+                    .any(|p| p.address == keys.provider.public())
+        }
+        None => !a.no_provider && !following,
+    };
+    if net.as_ref().is_some_and(|n| n.provider) && !serve {
+        bail!(
+            "--provider: this node's provider key {} is not a provider in the genesis file",
+            keys.provider.public()
+        );
+    }
+    let provider = if !serve {
         None
     } else {
         let mut progress = |_ev: models::FetchEvent| {};
@@ -220,7 +256,7 @@ pub fn up(home: &Path, a: UpArgs) -> Result<()> {
         let model = ChatModel::load(spec, home)?;
         Some((SigningKey::from_bytes(&keys.provider.to_bytes())?, model))
     };
-    let embedder = if a.no_provider || following {
+    let embedder = if !serve {
         None
     } else {
         let mut progress = |_ev: models::FetchEvent| {};
@@ -251,12 +287,24 @@ pub fn up(home: &Path, a: UpArgs) -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let engine: Box<dyn vouch_node::Engine> = match &a.follow {
-            Some(peer) => Box::new(vouch_node::FollowEngine {
+        let engine: Box<dyn vouch_node::Engine> = match (&a.follow, &net) {
+            (Some(peer), _) => Box::new(vouch_node::FollowEngine {
                 peer: peer.clone(),
                 poll: Duration::from_millis(a.block_interval_ms.max(50)),
             }),
-            None => Box::new(SoloEngine {
+            (None, Some(n)) => Box::new(vouch_node::SimplexEngine {
+                listen: n.listen,
+                peers: n.peers.clone(),
+                secret: keys.validator.to_bytes(),
+                dir: data.join("consensus"),
+                min_interval_ms: a.block_interval_ms,
+                timing: vouch_bft::Timing {
+                    leader_timeout: Duration::from_millis(n.leader_timeout_ms),
+                    certification_timeout: Duration::from_millis(n.leader_timeout_ms * 2),
+                    ..Default::default()
+                },
+            }),
+            (None, None) => Box::new(SoloEngine {
                 interval: Duration::from_millis(a.block_interval_ms),
             }),
         };
@@ -273,7 +321,10 @@ pub fn up(home: &Path, a: UpArgs) -> Result<()> {
             Some(peer) => eprintln!("  following  {peer} (read-only)"),
             None => eprintln!("  validator  {}", keys.validator.public()),
         }
-        if !a.no_provider && !following {
+        if let Some(n) = &net {
+            eprintln!("  p2p        {} ({} peers)", n.listen, n.peers.len());
+        }
+        if serve {
             eprintln!(
                 "  provider   {} serving {} ({})",
                 keys.provider.public(),
@@ -289,6 +340,195 @@ pub fn up(home: &Path, a: UpArgs) -> Result<()> {
         println!("listening on {}", running.addr);
         running.run_until_signal().await
     })
+}
+
+/// `vouch node`: one validator of a multi-node network.
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    /// The network's genesis file (validators, providers, accounts); the same on every node.
+    #[arg(long)]
+    pub genesis: Option<PathBuf>,
+    /// Address for peer (validator-to-validator) connections, e.g. 127.0.0.1:7000.
+    #[arg(long, required_unless_present = "show_id")]
+    pub listen: Option<SocketAddr>,
+    /// Another validator: <validator address>@<host:port> (repeat for each; see
+    /// `vouch node --show-id`).
+    #[arg(long = "peer", value_name = "ID@ADDR")]
+    pub peers: Vec<String>,
+    /// Address of this node's HTTP API and gateway [default: 127.0.0.1:8080].
+    #[arg(long)]
+    pub api: Option<SocketAddr>,
+    /// Serve jobs with the models (this node's provider key must be in the genesis).
+    #[arg(long)]
+    pub provider: bool,
+    /// Take part in consensus. Every `vouch node` is a validator (its key must be in the
+    /// genesis); a node that only reads the chain is `vouch up --follow URL`.
+    #[arg(long, default_value_t = true)]
+    pub validator: bool,
+    /// Serve jobs but do not audit them.
+    #[arg(long)]
+    pub no_audit: bool,
+    /// Least time between blocks in milliseconds [default: 100].
+    #[arg(long)]
+    pub block_interval_ms: Option<u64>,
+    /// How long validators wait for a leader's block before moving on [default: 1000].
+    #[arg(long, default_value_t = 1000)]
+    pub leader_timeout_ms: u64,
+    /// Provider queue depth [default: 16].
+    #[arg(long)]
+    pub queue_depth: Option<usize>,
+    /// Node data directory (default: <home>/node).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Log format on stderr: text or json.
+    #[arg(long)]
+    pub log_format: Option<LogFormat>,
+    /// Print this node's keys (validator = its id for --peer, provider, faucet, author)
+    /// as JSON, creating them if needed, and exit.
+    #[arg(long)]
+    pub show_id: bool,
+}
+
+pub fn node(home: &Path, a: NodeArgs) -> Result<()> {
+    let data = a.data.clone().unwrap_or_else(|| home.join("node"));
+    if a.show_id {
+        let keys = DevKeys::load_or_create(&data)?;
+        println!(
+            "{}",
+            json!({
+                "validator": keys.validator.public(),
+                "provider": keys.provider.public(),
+                "faucet": keys.faucet.public(),
+                "author": keys.author.public(),
+            })
+        );
+        return Ok(());
+    }
+    let Some(genesis) = a.genesis.clone() else {
+        bail!("--genesis is required (create one with `vouch genesis`)");
+    };
+    let peers = a
+        .peers
+        .iter()
+        .map(|p| {
+            let (id, addr) = p
+                .split_once('@')
+                .with_context(|| format!("--peer {p}: expected <validator address>@<host:port>"))?;
+            let id: Hash32 = id
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--peer {p}: address: {e}"))?;
+            let addr = addr
+                .parse()
+                .with_context(|| format!("--peer {p}: host:port"))?;
+            Ok((id, addr))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let up = UpArgs {
+        listen: a.api,
+        block_interval_ms: Some(a.block_interval_ms.unwrap_or(100)),
+        genesis: Some(genesis),
+        data: Some(data),
+        no_provider: !a.provider,
+        no_audit: a.no_audit,
+        queue_depth: a.queue_depth,
+        log_format: a.log_format,
+        ..Default::default()
+    };
+    let s = up.settle(home, None)?;
+    init_logs(s.log_format, &s.log)?;
+    launch(
+        home,
+        s,
+        Some(Net {
+            listen: a.listen.context("--listen is required")?,
+            peers,
+            provider: a.provider,
+            leader_timeout_ms: a.leader_timeout_ms.max(100),
+        }),
+    )
+}
+
+/// `vouch genesis`: a network's genesis from its nodes' keys.
+#[derive(Args, Debug)]
+pub struct GenesisArgs {
+    /// A validator node's data directory (its keys are read, or created): repeat.
+    #[arg(long = "validator", value_name = "DATA_DIR", required = true)]
+    pub validators: Vec<PathBuf>,
+    /// A provider node's data directory: repeat. Its provider key serves the catalogue
+    /// models.
+    #[arg(long = "provider", value_name = "DATA_DIR")]
+    pub providers: Vec<PathBuf>,
+    /// Chain name.
+    #[arg(long, default_value = "vouch-net")]
+    pub name: String,
+    /// Where to write the genesis file.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Builds a network genesis: every validator staked, every provider registered for the
+/// catalogue models, the first validator node's faucet funded and its author key the
+/// models' author.
+pub fn genesis(a: GenesisArgs) -> Result<()> {
+    let keys = a
+        .validators
+        .iter()
+        .map(|d| DevKeys::load_or_create(d))
+        .collect::<Result<Vec<_>>>()?;
+    let providers = a
+        .providers
+        .iter()
+        .map(|d| DevKeys::load_or_create(d))
+        .collect::<Result<Vec<_>>>()?;
+    let spec = &models::SMOLLM2_135M;
+    let e = &models::MINILM_L6;
+    let mut g = vouch_node::dev_genesis(
+        &keys[0],
+        &[
+            (spec.id(), spec.name, spec.licence),
+            (e.id(), e.name, e.licence),
+        ],
+        vouch_node::consensus::now_ms(),
+    );
+    g.chain_name = a.name;
+    // dev_genesis made the first node validator and provider; list exactly the chosen ones.
+    g.validators = keys.iter().map(|k| k.validator.public()).collect();
+    let template = g.providers[0].clone();
+    g.accounts.retain(|acc| {
+        acc.address == keys[0].faucet.public() || acc.address == keys[0].author.public()
+    });
+    for k in &keys {
+        g.accounts.push(vouch_state::GenesisAccount {
+            address: k.validator.public(),
+            balance: 10 * vouch_node::UNIT,
+            stake: 10_000 * vouch_node::UNIT,
+        });
+    }
+    g.providers.clear();
+    for p in &providers {
+        if !g
+            .accounts
+            .iter()
+            .any(|acc| acc.address == p.provider.public())
+        {
+            g.accounts.push(vouch_state::GenesisAccount {
+                address: p.provider.public(),
+                balance: 10 * vouch_node::UNIT,
+                stake: 10_000 * vouch_node::UNIT,
+            });
+        }
+        g.providers.push(vouch_state::GenesisProvider {
+            address: p.provider.public(),
+            ..template.clone()
+        });
+    }
+    g.state().map_err(|e| anyhow::anyhow!("genesis: {e}"))?;
+    std::fs::write(&a.out, g.to_json()).with_context(|| format!("writing {}", a.out.display()))?;
+    println!(
+        "{}",
+        json!({"genesis": a.out, "chain": g.chain_id(), "validators": g.validators.len(), "providers": g.providers.len()})
+    );
+    Ok(())
 }
 
 /// The node's admin token (`<data>/admin.token`, 0600), created on first start.

@@ -56,6 +56,10 @@ enum Cmd {
     },
     /// Run the whole network on this machine: ledger, validator, provider, API.
     Up(ledger::UpArgs),
+    /// Run one validator of a multi-node network (BFT consensus with its peers).
+    Node(ledger::NodeArgs),
+    /// Write a network's genesis file from its nodes' keys.
+    Genesis(ledger::GenesisArgs),
     /// Wallet keys, balances, faucet and transfers.
     Wallet {
         #[command(subcommand)]
@@ -224,6 +228,8 @@ fn main() -> ExitCode {
             infer(&home, &cli.node, a)
         }
         Cmd::Up(a) => ledger::up(&home, a),
+        Cmd::Node(a) => ledger::node(&home, a),
+        Cmd::Genesis(a) => ledger::genesis(a),
         Cmd::Wallet { cmd } => ledger::wallet(&home, &cli.node, cmd, json),
         Cmd::Tx { cmd } => ledger::tx(&cli.node, cmd),
         Cmd::Apikey { data, cmd } => ledger::apikey(&home, &cli.node, data, cmd),

@@ -15,6 +15,8 @@ use vouch_types::{Hash32, Inclusion, InclusionProof};
 
 /// Most transactions waiting in the mempool.
 pub const MEMPOOL_LIMIT: usize = 50_000;
+/// Encoded transactions a block proposed to peers holds at most.
+pub const MAX_BLOCK_BYTES: usize = 4 << 20;
 /// Statuses of rejected transactions remembered for `tx status`.
 const REJECTED_MEMORY: usize = 100_000;
 
@@ -398,6 +400,23 @@ impl Chain {
         drop(inner);
         // Signatures were checked on admission.
         state.propose(&candidates, now, self.key.public(), true)
+    }
+
+    /// Mempool transactions for a block built by another engine: in order, at most
+    /// [`MAX_BLOCK_TXS`] and about [`MAX_BLOCK_BYTES`] of encoded transactions.
+    pub fn candidates(&self) -> Vec<Tx> {
+        let inner = self.lock();
+        let mut bytes = 0;
+        inner
+            .pool
+            .iter()
+            .take(MAX_BLOCK_TXS)
+            .take_while(|(_, t)| {
+                bytes += t.encode().len();
+                bytes <= MAX_BLOCK_BYTES
+            })
+            .map(|(_, t)| t.clone())
+            .collect()
     }
 
     /// This node's vote on a header.

@@ -29,6 +29,28 @@ pub trait Application: Send + Sync + 'static {
     fn height(&self) -> u64;
     /// Applies a finalized, certified block from a peer (catch-up and followers).
     fn accept(&self, block: vouch_types::tx::Block) -> Result<u64, crate::chain::AcceptError>;
+
+    // What a multi-validator engine needs besides (see `crate::bft`).
+
+    /// State after the last finalized block.
+    fn last_state(&self) -> Arc<vouch_state::State>;
+    /// Id of the genesis (height 0) block.
+    fn genesis_block(&self) -> vouch_types::Hash32;
+    /// Mempool transactions for a block, in order.
+    fn candidates(&self) -> Vec<vouch_types::tx::Tx>;
+    /// Stores a block the engine finalized (certificate filled in); `state` follows it.
+    fn commit_block(
+        &self,
+        block: vouch_types::tx::Block,
+        state: vouch_state::State,
+        applied: vouch_state::Applied,
+    ) -> Result<(), String>;
+    /// A finalized block by height.
+    fn block_at(&self, height: u64) -> Option<vouch_types::tx::Block>;
+    /// A transaction a peer gossiped.
+    fn receive_tx(&self, tx: vouch_types::tx::Tx);
+    /// Where transactions admitted from this node's API go (to the peers).
+    fn set_gossip(&self, tx: tokio::sync::mpsc::UnboundedSender<vouch_types::tx::Tx>);
 }
 
 impl Application for Chain {
@@ -49,6 +71,44 @@ impl Application for Chain {
     }
     fn accept(&self, block: vouch_types::tx::Block) -> Result<u64, crate::chain::AcceptError> {
         Chain::accept(self, block)
+    }
+    fn last_state(&self) -> Arc<vouch_state::State> {
+        self.state()
+    }
+    fn genesis_block(&self) -> vouch_types::Hash32 {
+        self.genesis()
+            .state()
+            .map(|s| s.last_block)
+            .unwrap_or_default()
+    }
+    fn candidates(&self) -> Vec<vouch_types::tx::Tx> {
+        Chain::candidates(self)
+    }
+    fn commit_block(
+        &self,
+        block: vouch_types::tx::Block,
+        state: vouch_state::State,
+        applied: vouch_state::Applied,
+    ) -> Result<(), String> {
+        let certificate = block.certificate.clone();
+        let p = vouch_state::Proposal {
+            block,
+            state,
+            applied,
+            rejected: Vec::new(),
+        };
+        Chain::finalize(self, p, certificate)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+    fn block_at(&self, height: u64) -> Option<vouch_types::tx::Block> {
+        self.store().block(height).ok().flatten()
+    }
+    fn receive_tx(&self, tx: vouch_types::tx::Tx) {
+        Chain::receive(self, tx)
+    }
+    fn set_gossip(&self, tx: tokio::sync::mpsc::UnboundedSender<vouch_types::tx::Tx>) {
+        Chain::set_gossip(self, tx)
     }
 }
 

@@ -4,6 +4,7 @@
 //! `vouch up` runs all of them with the single-validator engine on one machine.
 
 pub mod api;
+pub mod bft;
 pub mod chain;
 pub mod consensus;
 pub mod error;
@@ -27,6 +28,7 @@ use vouch_inference::ChatModel;
 use vouch_state::{Genesis, GenesisAccount, GenesisModel, GenesisProvider, Params};
 use vouch_storage::Store;
 
+pub use bft::SimplexEngine;
 pub use chain::{Chain, TxStatus};
 pub use consensus::{Engine, FollowEngine, SoloEngine};
 

@@ -35,13 +35,21 @@ pub fn vouch(home: &Path, node: &str, args: &[&str]) -> (bool, String, String) {
 /// line, and returns the process and its base URL. Its stderr (logs) goes to
 /// `H/node.log`.
 pub fn spawn_up(home: &Path, args: &[&str], envs: &[(&str, &str)]) -> (Node, String) {
+    let mut all = vec!["up"];
+    all.extend_from_slice(args);
+    spawn_vouch(home, &all, envs)
+}
+
+/// Starts `vouch --home H ARGS` (a command that serves the API: `up` or `node`), waits
+/// for its "listening on" line; stderr goes to `H/node.log`.
+pub fn spawn_vouch(home: &Path, args: &[&str], envs: &[(&str, &str)]) -> (Node, String) {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(home.join("node.log"))
         .unwrap();
     let mut child = Command::new(VOUCH)
-        .args(["--home", home.to_str().unwrap(), "up"])
+        .args(["--home", home.to_str().unwrap()])
         .args(args)
         .envs(envs.iter().copied())
         .stdout(Stdio::piped())
