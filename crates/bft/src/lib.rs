@@ -59,6 +59,8 @@ pub const TX_CHANNEL: u64 = 4;
 pub const MAX_SKEW_MS: u64 = 5_000;
 /// Finalized blocks kept in memory to answer peers without touching the store.
 const RECENT_BLOCKS: usize = 1_024;
+/// Polls (5 ms apart) a verifier waits for the parent's own verification.
+const PARENT_WAIT_POLLS: usize = 200;
 /// Retry ticks a node waits for a peer's certificate of an implicitly finalized block.
 const CERT_WAIT_TICKS: u32 = 20;
 /// Ancestors sent along with a requested block.
@@ -639,12 +641,13 @@ where
                     let inner = ledger.lock();
                     ledger.state_at(&inner, &ctx.parent.1)
                 };
-                let Some(parent) = parent else {
-                    return; // unknown parent: decline
-                };
-                let ready = now >= parent.time.saturating_add(settings.min_interval_ms)
-                    && (settings.idle_blocks || ledger.backend.has_work(now));
-                if ready {
+                // The parent may still be in verification here (its notarization can
+                // arrive before this node finished checking it): wait for it.
+                let ready = parent.as_ref().is_some_and(|parent| {
+                    now >= parent.time.saturating_add(settings.min_interval_ms)
+                        && (settings.idle_blocks || ledger.backend.has_work(now))
+                });
+                if let (true, Some(parent)) = (ready, parent) {
                     let candidates = ledger.backend.candidates();
                     let mut p = parent.propose(
                         &candidates,
@@ -704,10 +707,19 @@ where
             };
             // The parent's state: unknown if its bytes never arrived here; then this
             // validator abstains (no vote either way) and asks for it.
-            let parent = {
-                let inner = ledger.lock();
-                ledger.state_at(&inner, &ctx.parent.1)
-            };
+            // The parent's state: its own verification may still be running here;
+            // wait for it a little, then abstain and ask for its bytes.
+            let mut parent = None;
+            for _ in 0..PARENT_WAIT_POLLS {
+                parent = {
+                    let inner = ledger.lock();
+                    ledger.state_at(&inner, &ctx.parent.1)
+                };
+                if parent.is_some() {
+                    break;
+                }
+                clock.sleep(Duration::from_millis(5)).await;
+            }
             let Some(mut state) = parent else {
                 let mut inner = ledger.lock();
                 ledger.want(

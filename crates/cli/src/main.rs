@@ -3,6 +3,7 @@
 mod bench;
 mod bench_gateway;
 mod bench_ledger;
+mod bench_network;
 mod client;
 mod keys;
 mod ledger;
@@ -109,6 +110,9 @@ enum BenchCmd {
     /// Gateway overhead over the bare engine (p50/p99) and a bounded load run, against a
     /// node started in this process with the real model.
     Gateway(bench_gateway::GatewayBenchArgs),
+    /// Finality latency and committed transactions per second on four validators
+    /// (in this process, loopback TCP, no model).
+    Network(bench_network::NetworkBenchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -251,6 +255,9 @@ fn main() -> ExitCode {
         Cmd::Bench {
             cmd: BenchCmd::Gateway(a),
         } => bench_gateway::run(&home, a),
+        Cmd::Bench {
+            cmd: BenchCmd::Network(a),
+        } => bench_network::run(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
