@@ -54,6 +54,8 @@ pub const CERT_CHANNEL: u64 = 1;
 pub const RESOLVER_CHANNEL: u64 = 2;
 pub const BLOCK_CHANNEL: u64 = 3;
 pub const TX_CHANNEL: u64 = 4;
+/// Job dispatch between gateways and providers (the node's own protocol).
+pub const JOB_CHANNEL: u64 = 5;
 
 /// Longest a block's time may run ahead of the verifier's clock.
 pub const MAX_SKEW_MS: u64 = 5_000;
@@ -200,6 +202,13 @@ pub fn engine_key(secret: &[u8; 32]) -> ed25519::PrivateKey {
 /// The engine's public key for a vouch address.
 pub fn engine_public(addr: &Hash32) -> Option<Pk> {
     Pk::decode(addr.as_bytes().to_vec()).ok()
+}
+
+/// The vouch address of an engine public key.
+pub fn pk_address(pk: &Pk) -> Hash32 {
+    let mut a = [0u8; 32];
+    a.copy_from_slice(pk.as_ref());
+    Hash32(a)
 }
 
 /// The validator set as the engine orders it.

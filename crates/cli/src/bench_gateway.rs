@@ -172,6 +172,7 @@ pub fn run(home: &Path, a: GatewayBenchArgs) -> Result<()> {
         admin_token: Some(admin.into()),
         queue_depth: a.queue_depth,
         upstream: None,
+        net: None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -98,6 +98,7 @@ pub fn run(a: NetworkBenchArgs) -> Result<()> {
                 admin_token: None,
                 queue_depth: 1,
                 upstream: None,
+                net: None,
             };
             let engine = vouch_node::SimplexEngine {
                 listen: ([127, 0, 0, 1], p2p[i]).into(),
@@ -106,6 +107,7 @@ pub fn run(a: NetworkBenchArgs) -> Result<()> {
                 dir: dir.path().join(format!("n{i}/consensus")),
                 min_interval_ms: a.block_interval_ms,
                 timing: Default::default(),
+                jobs: None,
             };
             nodes.push(vouch_node::start(cfg, Box::new(engine)).await?);
         }

@@ -265,6 +265,13 @@ fn launch(home: &Path, a: UpSettings, net: Option<Net>) -> Result<()> {
     };
     let audit = !a.no_audit && provider.is_some();
     let admin_token = admin_token(&data)?;
+    let (port, jobs_io) = match &net {
+        Some(_) => {
+            let (p, io) = vouch_node::dispatch::channel();
+            (Some(p), Some(io))
+        }
+        None => (None, None),
+    };
     let cfg = NodeConfig {
         home: data.clone(),
         genesis: genesis.clone(),
@@ -282,6 +289,7 @@ fn launch(home: &Path, a: UpSettings, net: Option<Net>) -> Result<()> {
         admin_token: Some(admin_token),
         queue_depth: a.queue_depth,
         upstream: a.follow.clone(),
+        net: port,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -303,6 +311,7 @@ fn launch(home: &Path, a: UpSettings, net: Option<Net>) -> Result<()> {
                     certification_timeout: Duration::from_millis(n.leader_timeout_ms * 2),
                     ..Default::default()
                 },
+                jobs: jobs_io,
             }),
             (None, None) => Box::new(SoloEngine {
                 interval: Duration::from_millis(a.block_interval_ms),
@@ -464,6 +473,13 @@ pub struct GenesisArgs {
     /// Where to write the genesis file.
     #[arg(long)]
     pub out: PathBuf,
+    /// Fraction of committed jobs audited, 0 to 1 [default: 0.25].
+    #[arg(long)]
+    pub audit_rate: Option<f64>,
+    /// Time a job has to be answered before its escrow expires and is refunded (ms)
+    /// [default: 120000].
+    #[arg(long)]
+    pub job_timeout_ms: Option<u64>,
 }
 
 /// Builds a network genesis: every validator staked, every provider registered for the
@@ -491,6 +507,18 @@ pub fn genesis(a: GenesisArgs) -> Result<()> {
         vouch_node::consensus::now_ms(),
     );
     g.chain_name = a.name;
+    if let Some(r) = a.audit_rate {
+        if !(0.0..=1.0).contains(&r) {
+            bail!("--audit-rate must be between 0 and 1, got {r}");
+        }
+        g.params.audit_rate_ppm = (r * 1e6).round() as u32;
+    }
+    if let Some(t) = a.job_timeout_ms {
+        if t < 1_000 {
+            bail!("--job-timeout-ms must be at least 1000");
+        }
+        g.params.job_timeout_ms = t;
+    }
     // dev_genesis made the first node validator and provider; list exactly the chosen ones.
     g.validators = keys.iter().map(|k| k.validator.public()).collect();
     let template = g.providers[0].clone();

@@ -8,120 +8,17 @@
 
 mod common;
 
+use common::net::*;
 use common::*;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn status(url: &str) -> Value {
-    agent()
-        .get(&format!("{url}/v1/status"))
-        .call()
-        .map(|mut r| r.body_mut().read_json::<Value>().unwrap_or_default())
-        .unwrap_or_default()
-}
-
-fn height(url: &str) -> u64 {
-    status(url)["height"].as_u64().unwrap_or(0)
-}
-
-struct Net {
-    homes: Vec<PathBuf>,
-    ids: Vec<String>,
-    p2p: Vec<u16>,
-    api: Vec<u16>,
-    genesis: PathBuf,
-}
-
-impl Net {
-    fn start(&self, i: usize) -> (Node, String) {
-        let listen = format!("127.0.0.1:{}", self.p2p[i]);
-        let api = format!("127.0.0.1:{}", self.api[i]);
-        let mut args: Vec<String> = vec![
-            "node".into(),
-            "--genesis".into(),
-            self.genesis.to_str().unwrap().into(),
-            "--listen".into(),
-            listen,
-            "--api".into(),
-            api,
-            "--leader-timeout-ms".into(),
-            "500".into(),
-        ];
-        for j in 0..self.homes.len() {
-            if j != i {
-                args.push("--peer".into());
-                args.push(format!("{}@127.0.0.1:{}", self.ids[j], self.p2p[j]));
-            }
-        }
-        if i == 0 {
-            args.extend(["--provider".into(), "--no-audit".into()]);
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        spawn_vouch(&self.homes[i], &args, &[])
-    }
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use std::time::Duration;
 
 #[test]
 fn four_nodes_survive_a_killed_validator_and_lose_no_receipt() {
-    let dir = tempfile::tempdir().unwrap();
-    let homes: Vec<PathBuf> = (0..4).map(|i| dir.path().join(format!("n{i}"))).collect();
-    let mut ids = Vec::new();
-    for h in &homes {
-        std::fs::create_dir_all(h).unwrap();
-        let (ok, out, err) = vouch(h, "http://unused", &["node", "--show-id"]);
-        assert!(ok, "{err}");
-        let v: Value = serde_json::from_str(&out).unwrap();
-        ids.push(v["validator"].as_str().unwrap().to_string());
-    }
-    share_models(&homes[0]);
-    let genesis = dir.path().join("genesis.json");
-    let data = |h: &Path| h.join("node").to_str().unwrap().to_string();
-    let (ok, out, err) = vouch(
-        &homes[0],
-        "http://unused",
-        &[
-            "genesis",
-            "--validator",
-            &data(&homes[0]),
-            "--validator",
-            &data(&homes[1]),
-            "--validator",
-            &data(&homes[2]),
-            "--validator",
-            &data(&homes[3]),
-            "--provider",
-            &data(&homes[0]),
-            "--out",
-            genesis.to_str().unwrap(),
-        ],
-    );
-    assert!(ok, "{out}{err}");
-    let net = Net {
-        homes: homes.clone(),
-        ids,
-        p2p: (0..4).map(|_| free_port()).collect(),
-        api: (0..4).map(|_| free_port()).collect(),
-        genesis: genesis.clone(),
-    };
+    let mut net = Net::new(4, &[0], &[]);
+    net.flags[0] = vec!["--provider".into(), "--no-audit".into()];
     let mut nodes: Vec<Option<(Node, String)>> = (0..4).map(|i| Some(net.start(i))).collect();
     let urls: Vec<String> = nodes
         .iter()
@@ -130,15 +27,7 @@ fn four_nodes_survive_a_killed_validator_and_lose_no_receipt() {
 
     // A funded API key on the gateway (node 0); its faucet is the genesis faucet.
     let gw = urls[0].clone();
-    assert!(vouch(&homes[0], &gw, &["wallet", "new"]).0);
-    let (ok, out, err) = vouch(
-        &homes[0],
-        &gw,
-        &["apikey", "create", "load", "--fund", "50000000"],
-    );
-    assert!(ok, "{out}{err}");
-    let key: Value = serde_json::from_str(&out).unwrap();
-    let api_key = key["api_key"].as_str().unwrap().to_string();
+    let api_key = net.api_key(0, &gw);
 
     // Load: two clients asking for short answers until told to stop.
     let stop = Arc::new(AtomicBool::new(false));
@@ -228,8 +117,7 @@ fn four_nodes_survive_a_killed_validator_and_lose_no_receipt() {
     // Every receipt a client received is committed: the gateway serves it with an
     // inclusion proof whose certificate checks offline against the genesis validators,
     // and the block it names is the same block on the restarted node and on node 1.
-    let g: vouch_state::Genesis =
-        vouch_state::Genesis::from_json(&std::fs::read_to_string(&genesis).unwrap()).unwrap();
+    let g = net.genesis();
     let a = agent();
     let all = receipts.lock().unwrap().clone();
     let block = |u: &str, h: u64| -> Value {

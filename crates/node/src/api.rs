@@ -28,6 +28,8 @@ pub struct AppState {
     pub admin_token: Option<Arc<String>>,
     pub budgets: Arc<crate::gateway::Budgets>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Job dispatch to other nodes' providers (multi-node networks only).
+    pub dispatch: Option<Arc<crate::dispatch::Dispatch>>,
 }
 
 pub fn router(s: AppState) -> Router {
@@ -40,6 +42,7 @@ pub fn router(s: AppState) -> Router {
         .route("/v1/accounts/{address}", get(account))
         .route("/v1/jobs", post(run_job))
         .route("/v1/jobs/{id}", get(job))
+        .route("/v1/providers", get(providers))
         .route("/v1/receipts/{id}", get(receipt))
         .route("/v1/faucet", post(faucet))
         .route("/v1/models", get(crate::gateway::models))
@@ -261,6 +264,52 @@ async fn job(
     }
     Ok(Json(
         json!({"id": id, "open": open, "history": history.map(|h| h.events)}),
+    ))
+}
+
+#[derive(Deserialize)]
+struct ProvidersQuery {
+    /// Model name or id [default: this node's chat model].
+    model: Option<String>,
+}
+
+/// `GET /v1/providers`: the providers serving a model as this gateway ranks them (price,
+/// load, speed, record on the ledger); best first. Without dispatch (one node), this
+/// node's own provider only.
+async fn providers(
+    AxState(s): AxState<AppState>,
+    q: Result<axum::extract::Query<ProvidersQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let axum::extract::Query(q) =
+        q.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
+    let st = s.chain.state();
+    let model = match q.model {
+        Some(m) => st
+            .models
+            .iter()
+            .find(|(_, x)| x.name == m)
+            .map(|(id, _)| *id)
+            .or_else(|| m.parse().ok().filter(|h| st.models.contains_key(h)))
+            .ok_or_else(|| ApiError::not_found(format!("unknown model {m:?}")))?,
+        None => s
+            .provider
+            .as_ref()
+            .map(|p| p.model_id)
+            .ok_or_else(|| ApiError::bad_request("name a model: ?model=..."))?,
+    };
+    let list = match &s.dispatch {
+        Some(d) => serde_json::to_value(d.candidates(&model))
+            .map_err(|e| ApiError::internal(e.to_string()))?,
+        None => json!(s
+            .provider
+            .iter()
+            .filter(|p| p.model_id == model)
+            .map(|p| json!({"provider": p.key.public(), "peer": null,
+                             "available": p.queue.available_permits() > 0}))
+            .collect::<Vec<_>>()),
+    };
+    Ok(Json(
+        json!({"model": model, "dispatch": s.dispatch.is_some(), "providers": list}),
     ))
 }
 

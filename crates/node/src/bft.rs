@@ -33,7 +33,7 @@ use crate::consensus::{Application, Engine, EngineFuture};
 const MAX_MESSAGE: u32 = 8 << 20;
 
 /// Settings of the multi-validator engine.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SimplexEngine {
     /// Where this validator accepts peer connections.
     pub listen: SocketAddr,
@@ -46,6 +46,8 @@ pub struct SimplexEngine {
     /// Least time between a block and its parent (ms).
     pub min_interval_ms: u64,
     pub timing: Timing,
+    /// The engine's end of the job dispatch channel (see [`crate::dispatch`]).
+    pub jobs: Option<crate::dispatch::NetIo>,
 }
 
 /// The node's chain seen as the engine's ledger.
@@ -103,7 +105,8 @@ impl Engine for SimplexEngine {
             let (done_tx, done_rx) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
             std::fs::create_dir_all(&self.dir)
                 .with_context(|| format!("creating {}", self.dir.display()))?;
-            let engine = *self;
+            let mut engine = *self;
+            let jobs = engine.jobs.take();
             let chain_id = state.chain;
             let genesis_block = app.genesis_block();
             std::thread::Builder::new()
@@ -154,7 +157,44 @@ impl Engine for SimplexEngine {
                         let resolver = network.register(vouch_bft::RESOLVER_CHANNEL, quota);
                         let blocks = network.register(vouch_bft::BLOCK_CHANNEL, quota);
                         let txs = network.register(vouch_bft::TX_CHANNEL, quota);
+                        let (mut job_send, mut job_recv) =
+                            network.register(vouch_bft::JOB_CHANNEL, quota);
                         network.start();
+                        if let Some(io) = jobs {
+                            let crate::dispatch::NetIo {
+                                mut outbound,
+                                inbound,
+                            } = io;
+                            ctx.child("jobs_out").spawn(move |_| async move {
+                                use commonware_p2p::{Recipients, Sender as _};
+                                while let Some(m) = outbound.recv().await {
+                                    let to = match m.to.as_ref().and_then(vouch_bft::engine_public)
+                                    {
+                                        Some(pk) => Recipients::One(pk),
+                                        None if m.to.is_some() => {
+                                            if let Some(s) = m.sent {
+                                                let _ = s.send(false);
+                                            }
+                                            continue;
+                                        }
+                                        None => Recipients::All,
+                                    };
+                                    let went = !job_send.send(to, m.bytes, false).is_empty();
+                                    if let Some(s) = m.sent {
+                                        let _ = s.send(went);
+                                    }
+                                }
+                            });
+                            ctx.child("jobs_in").spawn(move |_| async move {
+                                use commonware_p2p::Receiver as _;
+                                while let Ok((peer, buf)) = job_recv.recv().await {
+                                    let from = vouch_bft::pk_address(&peer);
+                                    if inbound.send((from, buf.as_ref().to_vec())).is_err() {
+                                        return;
+                                    }
+                                }
+                            });
+                        }
 
                         let (ledger, out) = Ledger::new(Arc::new(AppBackend(app)), &participants);
                         let _io = vouch_bft::spawn_io(

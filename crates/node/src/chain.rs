@@ -331,6 +331,15 @@ impl Chain {
 
     /// Builds, signs and submits a transaction from `key` with the next free nonce.
     pub fn submit_signed(&self, key: &SigningKey, action: Action) -> Result<Hash32, SubmitError> {
+        self.submit_signed_tx(key, action).map(|(id, _)| id)
+    }
+
+    /// Like [`Chain::submit_signed`], and gives back the transaction (to send it on).
+    pub fn submit_signed_tx(
+        &self,
+        key: &SigningKey,
+        action: Action,
+    ) -> Result<(Hash32, Tx), SubmitError> {
         let mut inner = self.lock();
         let state = inner.state.clone();
         let nonce = state.account(&key.public()).nonce
@@ -340,7 +349,8 @@ impl Chain {
                 .copied()
                 .unwrap_or(0);
         let tx = sign_tx(key, &state.chain, nonce, state.params.min_tx_fee, action);
-        self.admit(&mut inner, tx)
+        let id = self.admit(&mut inner, tx.clone())?;
+        Ok((id, tx))
     }
 
     pub fn tx_status(&self, id: &Hash32) -> TxStatus {

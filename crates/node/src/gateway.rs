@@ -7,7 +7,7 @@
 //! Key management (`/admin/keys`) needs the node's admin token
 //! (`<node data>/admin.token`, 0600).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,8 +25,9 @@ use vouch_types::{FinishReason, Hash32, Receipt, ReceiptKind, Sampling};
 use vouch_verify::attest::Input;
 
 use crate::api::AppState;
+use crate::dispatch::{self, AttemptError, Target};
 use crate::error::ApiError;
-use crate::provider::{render, Escrow, Work};
+use crate::provider::{render, submit_error, Escrow, JobRequest, ProviderRole, Work};
 
 /// Largest prompt accepted by the gateway, in bytes (before tokenizing).
 pub const MAX_PROMPT_BYTES: usize = 256 * 1024;
@@ -378,6 +379,9 @@ pub struct ChatRequest {
     stream: bool,
     #[serde(default)]
     stream_options: Option<StreamOptions>,
+    /// Vouch extension: the provider (address) to try first; others serve if it fails.
+    #[serde(default)]
+    provider: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -484,8 +488,13 @@ async fn complete(
             prompt.len()
         )));
     }
-    // A place in the queue before the work of counting tokens; 429 when full.
-    let permit = provider.admit()?;
+    // A place in the local queue before the work of counting tokens; 429 when full,
+    // unless other providers can take the job.
+    let permit = match (provider.admit(), &s.dispatch) {
+        (Ok(p), _) => Some(p),
+        (Err(e), None) => return Err(e),
+        (Err(_), Some(_)) => None,
+    };
     let prompt_tokens = provider.count_tokens(&prompt).await?;
     if prompt_tokens + max_tokens as usize > provider.context {
         return Err(ApiError::bad_request(format!(
@@ -500,30 +509,58 @@ async fn complete(
             "temperature must be in [0, 2] and top_p in (0, 1]",
         ));
     }
-    let price = st
+    let prefer = req
+        .provider
+        .as_deref()
+        .map(|p| {
+            p.parse::<Hash32>()
+                .map_err(|e| ApiError::bad_request(format!("provider: {e}")))
+        })
+        .transpose()?;
+    let local_price = st
         .providers
         .get(&provider.key.public())
         .map_or(0, |p| p.price_per_token);
-    let max_fee = price.saturating_mul(prompt_tokens as u64 + u64::from(max_tokens));
-    // The budget, before any money moves.
-    let budget = reserve(&s, key_id, &mut rec, max_fee, st.params.min_tx_fee)?;
+    // The budget holds what the dearest provider serving the model would charge, before
+    // any money moves; the charge is the answering provider's price.
+    let top_price = s.dispatch.as_ref().map_or(local_price, |d| {
+        d.candidates(&model_id)
+            .iter()
+            .map(|c| c.price_per_token)
+            .fold(local_price, u64::max)
+    });
+    let tokens = prompt_tokens as u64 + u64::from(max_tokens);
+    let budget = reserve(
+        &s,
+        key_id,
+        &mut rec,
+        top_price.saturating_mul(tokens),
+        st.params.min_tx_fee,
+    )?;
     let wallet = wallet_key(&rec)?;
-    let action = Action::SubmitJob {
-        model: model_id,
-        provider: provider.key.public(),
-        input_hash: Receipt::hash_input(kind, &prompt),
-        max_tokens,
-        max_fee,
-    };
     let input = match kind {
-        ReceiptKind::Completion => Input::Completion(prompt),
-        _ => Input::Chat(messages.unwrap_or_default()),
+        ReceiptKind::Completion => Input::Completion(prompt.clone()),
+        _ => Input::Chat(messages.clone().unwrap_or_default()),
     };
-    let sampling = Sampling {
-        temperature,
-        top_p,
-        seed: req.seed.unwrap_or_else(rand::random),
-        max_tokens,
+    let plan = Plan {
+        s: s.clone(),
+        local: provider.clone(),
+        permit,
+        model: model_id,
+        input_hash: Receipt::hash_input(kind, &prompt),
+        input,
+        sampling: Sampling {
+            temperature,
+            top_p,
+            seed: req.seed.unwrap_or_else(rand::random),
+            max_tokens,
+        },
+        messages,
+        raw,
+        tokens,
+        local_price,
+        wallet,
+        prefer,
     };
     let created = crate::consensus::now_ms() / 1000;
     let model_name = req.model.clone();
@@ -533,15 +570,11 @@ async fn complete(
         "text_completion"
     };
     if !req.stream {
-        let done = provider
-            .run_escrowed(
-                &s.chain,
-                Escrow::Custodial(wallet, action),
-                Work::Generate(input, sampling),
-                None,
-            )
-            .await?;
-        drop(permit);
+        let Answer {
+            done,
+            price,
+            failover,
+        } = plan.execute(None).await?;
         let r = &done.receipt;
         let usage = usage(r);
         budget.settle(charge(price, r), Some(done.job));
@@ -554,7 +587,7 @@ async fn complete(
             "id": format!("job-{}", done.job), "object": object, "created": created, "model": model_name,
             "choices": [choice], "usage": usage,
             "receipt": r.id(), "receipt_url": format!("/v1/receipts/{}", r.id()),
-            "vouch": vouch_info(&done),
+            "vouch": vouch_info(&done, &failover),
         });
         let mut resp = Json(body).into_response();
         receipt_headers(&mut resp, &done);
@@ -567,7 +600,6 @@ async fn complete(
     let (tx_text, mut rx_text) = tokio::sync::mpsc::unbounded_channel::<String>();
     let (tx_ev, rx_ev) =
         tokio::sync::mpsc::unbounded_channel::<Result<SseEvent, std::convert::Infallible>>();
-    let chain = s.chain.clone();
     let id = format!(
         "job-{}",
         Hash32::digest("stream", &[&created.to_le_bytes(), key_id.as_bytes()]).short()
@@ -607,24 +639,20 @@ async fn complete(
         })
     };
     tokio::spawn(async move {
-        let r = provider
-            .run_escrowed(
-                &chain,
-                Escrow::Custodial(wallet, action),
-                Work::Generate(input, sampling),
-                Some(tx_text),
-            )
-            .await;
-        drop(permit);
+        let r = plan.execute(Some(tx_text)).await;
         let _ = forward.await;
         match r {
-            Ok(done) => {
+            Ok(Answer {
+                done,
+                price,
+                failover,
+            }) => {
                 let r = &done.receipt;
                 budget.settle(charge(price, r), Some(done.job));
                 let _ = tx_ev.send(Ok(mk(
                     json!({}),
                     json!(finish_str(r.finish_reason)),
-                    Some(("vouch", vouch_info(&done))),
+                    Some(("vouch", vouch_info(&done, &failover))),
                 )));
                 if include_usage {
                     let v = json!({"id": id, "object": chunk_object, "created": created, "model": model_name,
@@ -657,9 +685,210 @@ fn charge(price: u64, r: &Receipt) -> u64 {
 
 /// The ledger side of an answer: the job, the provider, and the pending result commit
 /// (the receipt's inclusion proof is at `receipt_url` once that is final).
-fn vouch_info(d: &crate::provider::Done) -> Value {
-    json!({"receipt": d.receipt.id(), "job": d.job, "provider": d.receipt.provider, "commit_tx": d.commit,
-           "engine_ms": d.engine.as_secs_f64() * 1e3})
+fn vouch_info(d: &crate::provider::Done, failover: &[Value]) -> Value {
+    let mut v = json!({"receipt": d.receipt.id(), "job": d.job, "provider": d.receipt.provider, "commit_tx": d.commit,
+           "engine_ms": d.engine.as_secs_f64() * 1e3});
+    if !failover.is_empty() {
+        v["failover"] = json!(failover);
+    }
+    v
+}
+
+/// A checked request, ready to run on whichever provider the scheduler picks.
+struct Plan {
+    s: AppState,
+    /// This node's provider (its tokenizer priced the request).
+    local: Arc<ProviderRole>,
+    /// A place in the local queue, if one was free.
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    model: Hash32,
+    input_hash: Hash32,
+    input: Input,
+    sampling: Sampling,
+    messages: Option<Vec<Message>>,
+    raw: Option<String>,
+    /// Prompt tokens plus `max_tokens`: what the escrow covers at the provider's price.
+    tokens: u64,
+    local_price: u64,
+    wallet: Arc<SigningKey>,
+    prefer: Option<Hash32>,
+}
+
+/// The one answer a request gets.
+struct Answer {
+    done: crate::provider::Done,
+    /// The answering provider's price per token.
+    price: u64,
+    /// Providers that failed before it, and why.
+    failover: Vec<Value>,
+}
+
+impl Plan {
+    /// Runs the job on the best provider, and on the next best if that one fails, up to
+    /// [`dispatch::MAX_ATTEMPTS`]. Each attempt is its own escrowed job; a failed one's
+    /// escrow expires and is refunded. Streamed text reaches `sink` once: a later attempt
+    /// only adds what goes beyond what the client already has, and its receipt must begin
+    /// with that text.
+    async fn execute(
+        mut self,
+        sink: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    ) -> Result<Answer, ApiError> {
+        let sent = Arc::new(Mutex::new(String::new()));
+        let mut tried = HashSet::new();
+        let mut failover = Vec::new();
+        let mut last_error = None;
+        for _ in 0..dispatch::MAX_ATTEMPTS {
+            let (target, price) = match &self.s.dispatch {
+                None => (Target::Local, self.local_price),
+                Some(d) => match d.pick(&self.model, &tried, self.prefer.as_ref()) {
+                    Some(x) => x,
+                    None => break,
+                },
+            };
+            let addr = match &target {
+                Target::Local => self.local.key.public(),
+                Target::Remote { provider, .. } => *provider,
+            };
+            tried.insert(addr);
+            let action = Action::SubmitJob {
+                model: self.model,
+                provider: addr,
+                input_hash: self.input_hash,
+                max_tokens: self.sampling.max_tokens,
+                max_fee: price.saturating_mul(self.tokens),
+            };
+            let (attempt_sink, relay) = match &sink {
+                Some(out) => {
+                    let (tx, h) = relay(out.clone(), sent.clone());
+                    (Some(tx), Some(h))
+                }
+                None => (None, None),
+            };
+            let mut escrow = None;
+            let r = match target {
+                Target::Local => {
+                    let permit = match self.permit.take() {
+                        Some(p) => p,
+                        None => match self.local.admit() {
+                            Ok(p) => p,
+                            Err(e) => {
+                                last_error = Some(e);
+                                continue;
+                            }
+                        },
+                    };
+                    let started = std::time::Instant::now();
+                    let r = self
+                        .local
+                        .run_escrowed(
+                            &self.s.chain,
+                            Escrow::Custodial(self.wallet.clone(), action),
+                            Work::Generate(self.input.clone(), self.sampling),
+                            attempt_sink,
+                        )
+                        .await;
+                    drop(permit);
+                    if let (Ok(d), Some(disp)) = (&r, &self.s.dispatch) {
+                        disp.observe_local(d.receipt.output_tokens.len(), started.elapsed());
+                    }
+                    // A local failure is the request's or the ledger's, not a provider's.
+                    r.map_err(AttemptError::Client)
+                }
+                Target::Remote { provider, peer } => {
+                    self.permit = None;
+                    let d = self
+                        .s
+                        .dispatch
+                        .clone()
+                        .ok_or_else(|| ApiError::internal("remote target without dispatch"))?;
+                    // The escrow is admitted here (and gossiped) before the provider is
+                    // asked: whatever happens to the provider, it lands and either pays
+                    // for the answer or expires and is refunded.
+                    let (job, tx) = self
+                        .s
+                        .chain
+                        .submit_signed_tx(&self.wallet, action)
+                        .map_err(submit_error)?;
+                    escrow = Some(job);
+                    let req = JobRequest {
+                        tx: hex::encode(tx.encode()),
+                        messages: self.messages.clone(),
+                        prompt: self.raw.clone(),
+                        temperature: self.sampling.temperature,
+                        top_p: self.sampling.top_p,
+                        seed: self.sampling.seed,
+                        max_tokens: self.sampling.max_tokens,
+                    };
+                    d.run_remote(provider, peer, req, attempt_sink).await
+                }
+            };
+            if let Some(h) = relay {
+                let _ = h.await;
+            }
+            match r {
+                Ok(done) => {
+                    if let Some(out) = &sink {
+                        let sent = sent.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                        match done.receipt.output.strip_prefix(sent.as_str()) {
+                            Some(rest) if !rest.is_empty() => {
+                                let _ = out.send(rest.to_string());
+                            }
+                            Some(_) => {}
+                            None => {
+                                return Err(ApiError::internal(
+                                    "the answer changed when the job moved to another provider: \
+                                     the text streamed so far is not covered by its receipt",
+                                ))
+                            }
+                        }
+                    }
+                    return Ok(Answer {
+                        done,
+                        price,
+                        failover,
+                    });
+                }
+                Err(AttemptError::Client(e)) => return Err(e),
+                Err(AttemptError::Provider(why)) => {
+                    tracing::warn!(provider = %addr.short(), reason = %why, "provider failed; trying another");
+                    // Its escrow expires unanswered and is refunded to the wallet.
+                    failover.push(json!({"provider": addr, "reason": why, "job": escrow}));
+                    last_error = Some(ApiError::unavailable(format!(
+                        "provider {addr} failed: {why}"
+                    )));
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| {
+            ApiError::overloaded(format!(
+                "every provider serving model {} is busy; retry shortly",
+                self.model
+            ))
+        }))
+    }
+}
+
+/// Forwards an attempt's text to the client's stream, only past what was already sent.
+fn relay(
+    out: tokio::sync::mpsc::UnboundedSender<String>,
+    sent: Arc<Mutex<String>>,
+) -> (
+    tokio::sync::mpsc::UnboundedSender<String>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let h = tokio::spawn(async move {
+        let mut acc = String::new();
+        while let Some(t) = rx.recv().await {
+            acc.push_str(&t);
+            let mut sent = sent.lock().unwrap_or_else(|p| p.into_inner());
+            if acc.len() > sent.len() && acc.starts_with(sent.as_str()) {
+                let _ = out.send(acc[sent.len()..].to_string());
+                sent.clone_from(&acc);
+            }
+        }
+    });
+    (tx, h)
 }
 
 /// `x-vouch-receipt` names the receipt; `server-timing` says how long the model ran, so a

@@ -7,6 +7,7 @@ pub mod api;
 pub mod bft;
 pub mod chain;
 pub mod consensus;
+pub mod dispatch;
 pub mod error;
 pub mod explorer;
 pub mod gateway;
@@ -150,6 +151,9 @@ pub struct NodeConfig {
     pub queue_depth: usize,
     /// Follow this node's chain (see [`consensus::FollowEngine`]): take no transactions.
     pub upstream: Option<String>,
+    /// The node's end of the p2p job channel (multi-node networks): jobs go to other
+    /// nodes' providers and audits fetch their receipts.
+    pub net: Option<dispatch::NetPort>,
 }
 
 /// Default provider queue depth.
@@ -254,12 +258,23 @@ pub async fn start(cfg: NodeConfig, engine: Box<dyn Engine>) -> Result<Running> 
             queue_full: Default::default(),
         })
     });
+    let dispatch = cfg.net.map(|port| {
+        dispatch::Dispatch::start(
+            chain.clone(),
+            provider.clone(),
+            &validator_key,
+            port,
+            shutdown_rx.clone(),
+        )
+    });
     if cfg.audit {
         if let Some(p) = &provider {
             let v = Arc::new(validator::ValidatorRole {
                 key: validator_key,
                 model: p.model.clone(),
                 embedder: embedder.clone(),
+                dispatch: dispatch.clone(),
+                provider: Some(SigningKey::from_bytes(&p.key.to_bytes())?),
             });
             let c = chain.clone();
             let rx = shutdown_rx.clone();
@@ -277,6 +292,7 @@ pub async fn start(cfg: NodeConfig, engine: Box<dyn Engine>) -> Result<Running> 
         admin_token: cfg.admin_token.map(Arc::new),
         budgets: Arc::new(gateway::Budgets::default()),
         metrics: metrics.clone(),
+        dispatch,
     });
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

@@ -29,6 +29,8 @@ pub enum Work {
 pub enum Escrow {
     Signed(Tx),
     Custodial(Arc<SigningKey>, Action),
+    /// Already admitted to the mempool (or committed): the job id.
+    Admitted(Hash32),
 }
 
 pub struct ProviderRole {
@@ -129,6 +131,22 @@ impl ProviderRole {
         chain: &Arc<Chain>,
         req: JobRequest,
     ) -> Result<Receipt, ApiError> {
+        let (tx, work, permit) = self.prepare(req).await?;
+        let done = self
+            .run_escrowed(chain, Escrow::Signed(tx), work, None)
+            .await?;
+        drop(permit);
+        done.finalize(chain).await
+    }
+
+    /// Checks a job request against this provider (its escrow names this provider and
+    /// model and the request's input, the sampling is valid, the prompt fits) and takes a
+    /// place in the queue: what any job, local or sent by a peer's gateway, goes through
+    /// before money moves.
+    pub async fn prepare(
+        &self,
+        req: JobRequest,
+    ) -> Result<(Tx, Work, tokio::sync::OwnedSemaphorePermit), ApiError> {
         let bytes =
             hex::decode(req.tx.trim()).map_err(|_| ApiError::bad_request("tx is not hex"))?;
         let tx = Tx::decode(&bytes)
@@ -199,16 +217,12 @@ impl ProviderRole {
             ReceiptKind::Completion => Input::Completion(prompt),
             _ => Input::Chat(req.messages.unwrap_or_default()),
         };
-        let done = self
-            .run_escrowed(
-                chain,
-                Escrow::Signed(tx),
-                Work::Generate(input, sampling),
-                None,
-            )
-            .await?;
-        drop(permit);
-        done.finalize(chain).await
+        Ok((tx, Work::Generate(input, sampling), permit))
+    }
+
+    /// The models this provider answers jobs for over the network.
+    pub fn models(&self) -> Vec<Hash32> {
+        vec![self.model_id]
     }
 
     /// Tokens in `text` under the chat model's tokenizer, counted off the async threads
@@ -256,6 +270,7 @@ impl ProviderRole {
             Escrow::Custodial(key, action) => {
                 chain.submit_signed(&key, action).map_err(submit_error)?
             }
+            Escrow::Admitted(job) => job,
         };
         let created_at = crate::consensus::now_ms() / 1000;
         let me = self.clone();

@@ -5,6 +5,8 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+pub mod net;
+
 pub const VOUCH: &str = env!("CARGO_BIN_EXE_vouch");
 
 /// A running `vouch up`, killed when dropped.
