@@ -13,7 +13,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use vouch_bft::{Backend, Ledger, Pk, Settings, Timing};
-use vouch_state::{Applied, Genesis, State};
+use vouch_state::{Applied, Event, Genesis, State};
+
+pub mod jobs;
 use vouch_types::tx::{Block, Tx};
 use vouch_types::Hash32;
 
@@ -25,6 +27,8 @@ struct MemInner {
     mempool: Vec<Tx>,
     blocks: Vec<Block>,
     finalized: Finalized,
+    /// Every event of every finalized block, in order.
+    events: Vec<Event>,
 }
 
 /// An in-memory ledger: what a validator has finalized, and its mempool. Survives a
@@ -38,6 +42,7 @@ impl Mem {
             mempool: Vec::new(),
             blocks: Vec::new(),
             finalized: Vec::new(),
+            events: Vec::new(),
         }))
     }
     fn lock(&self) -> std::sync::MutexGuard<'_, MemInner> {
@@ -55,6 +60,30 @@ impl Mem {
     pub fn state(&self) -> State {
         (*self.lock().state).clone()
     }
+    pub fn snapshot(&self) -> Arc<State> {
+        self.lock().state.clone()
+    }
+    pub fn events(&self) -> Vec<Event> {
+        self.lock().events.clone()
+    }
+    /// Events after the first `cursor`, with the state they lead to.
+    pub fn events_since(&self, cursor: usize) -> (Vec<Event>, Arc<State>) {
+        let m = self.lock();
+        (
+            m.events.get(cursor..).unwrap_or_default().to_vec(),
+            m.state.clone(),
+        )
+    }
+    /// The final state and how many of `sender`'s waiting transactions would still apply
+    /// (one that can no longer apply, about to be dropped, does not hold a nonce).
+    pub fn nonce_view(&self, sender: &Hash32) -> (Arc<State>, u64) {
+        let m = self.lock();
+        let dry = m
+            .state
+            .propose(&m.mempool, m.state.time, Hash32::default(), false);
+        let pending = dry.block.txs.iter().filter(|t| t.from == *sender).count() as u64;
+        (m.state.clone(), pending)
+    }
 }
 
 impl Backend for Mem {
@@ -67,7 +96,7 @@ impl Backend for Mem {
     fn has_work(&self, _now: u64) -> bool {
         !self.lock().mempool.is_empty()
     }
-    fn commit(&self, block: Block, state: State, _applied: Applied) -> Result<(), String> {
+    fn commit(&self, block: Block, state: State, applied: Applied) -> Result<(), String> {
         let mut m = self.lock();
         if block.header.parent != m.state.last_block {
             return Err(format!(
@@ -78,6 +107,12 @@ impl Backend for Mem {
         let chain = state.chain;
         let ids: HashSet<Hash32> = block.txs.iter().map(|t| t.id(&chain)).collect();
         m.mempool.retain(|t| !ids.contains(&t.id(&chain)));
+        // Drop what can no longer apply (a verdict on a job already audited, a vote on a
+        // dispute already decided) and what waits behind it, as a node's mempool does.
+        let dry = state.propose(&m.mempool, state.time, Hash32::default(), false);
+        let dead: HashSet<Hash32> = dry.rejected.iter().map(|(id, _)| *id).collect();
+        m.mempool.retain(|t| !dead.contains(&t.id(&chain)));
+        m.events.extend(applied.events);
         m.finalized.push((
             block.header.height,
             block.header.id(),
@@ -120,6 +155,11 @@ pub struct SimPlan {
     pub txs: Vec<Tx>,
     /// Stop when every live validator finalized this height (or at `timeout`).
     pub target_height: u64,
+    /// Providers answering jobs (honest or cheating) and validators lying in audits.
+    pub providers: Vec<jobs::SimProvider>,
+    pub lying_auditors: Vec<usize>,
+    /// Jobs escrowed in `txs`: the run also waits until all of them are settled.
+    pub jobs: usize,
     pub timeout: Duration,
 }
 
@@ -128,6 +168,7 @@ pub struct Outcome {
     pub finalized: Vec<Option<Finalized>>,
     pub blocks: Vec<Option<Vec<Block>>>,
     pub states: Vec<Option<State>>,
+    pub events: Vec<Option<Vec<Event>>>,
     pub refused: Vec<u64>,
     pub elapsed: Duration,
 }
@@ -287,6 +328,14 @@ pub fn simulate(genesis: &Genesis, plan: &SimPlan) -> Outcome {
                 .await,
             ));
         }
+        let alive: Vec<bool> = running.iter().map(Option::is_some).collect();
+        let mut actors = (!plan.providers.is_empty()).then(|| {
+            jobs::Actors::new(
+                plan.providers.clone(),
+                plan.lying_auditors.clone(),
+                plan.validators,
+            )
+        });
         let start = context.current();
         let deadline = start + plan.timeout;
         let mut cut = false;
@@ -313,12 +362,22 @@ pub fn simulate(genesis: &Genesis, plan: &SimPlan) -> Outcome {
                     }
                 }
             }
+            if let Some(a) = actors.as_mut() {
+                a.tick(&mems, &alive, t);
+            }
             let pending_faults = plan.partition.is_some() && !healed;
             let done = !pending_faults
                 && (0..plan.validators)
                     .filter(|i| !plan.offline.contains(i))
                     .all(|i| {
-                        mems[i].finalized().last().map(|f| f.0).unwrap_or(0) >= plan.target_height
+                        let reached = mems[i].finalized().last().map(|f| f.0).unwrap_or(0)
+                            >= plan.target_height;
+                        let submitted = mems[i]
+                            .events()
+                            .iter()
+                            .filter(|e| matches!(e, Event::JobSubmitted { .. }))
+                            .count();
+                        reached && submitted >= plan.jobs && mems[i].snapshot().jobs.is_empty()
                     });
             if done || context.current() >= deadline {
                 break;
@@ -335,6 +394,9 @@ pub fn simulate(genesis: &Genesis, plan: &SimPlan) -> Outcome {
                 .collect(),
             states: (0..plan.validators)
                 .map(|i| live(i).then(|| mems[i].state()))
+                .collect(),
+            events: (0..plan.validators)
+                .map(|i| live(i).then(|| mems[i].events()))
                 .collect(),
             refused: running
                 .iter()
