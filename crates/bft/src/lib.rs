@@ -112,6 +112,10 @@ pub struct Settings {
     pub max_wait: Duration,
     /// Testing: propose blocks whose state root is false (a lying proposer).
     pub lie: bool,
+    /// Testing: with each proposal, build a second, different valid block on the same
+    /// parent and send it to this peer only (an equivocating leader; the vote channel
+    /// wrapper in the simulator signs the conflicting vote, see [`Ledger::twin_of`]).
+    pub equivocate_to: Option<Pk>,
 }
 
 /// What goes out on the block and transaction channels.
@@ -171,6 +175,8 @@ struct Inner {
     refused: u64,
     /// Set when the backend failed to store a block: nothing more is applied.
     failed: Option<String>,
+    /// An equivocating leader's second block for each of its proposals.
+    twins: HashMap<Digest, Digest>,
 }
 
 /// One validator's view of blocks in flight (cheap to clone).
@@ -252,6 +258,7 @@ impl<B: Backend> Ledger<B> {
                 cert_waits: HashMap::new(),
                 refused: 0,
                 failed: None,
+                twins: HashMap::new(),
             })),
             backend,
             participants: Arc::new(order),
@@ -271,6 +278,11 @@ impl<B: Backend> Ledger<B> {
     /// Blocks this validator refused to vote for (or could not apply once final).
     pub fn refused(&self) -> u64 {
         self.lock().refused
+    }
+
+    /// The conflicting block an equivocating leader built next to its proposal `d`.
+    pub fn twin_of(&self, d: &Digest) -> Option<Digest> {
+        self.lock().twins.get(d).copied()
     }
 
     /// Why finalization stopped, if the backend could not store a block.
@@ -668,6 +680,24 @@ where
                         p.block.header.state_root.0[0] ^= 1;
                     }
                     let d = digest(&p.block.header.id());
+                    if let Some(victim) = &settings.equivocate_to {
+                        // Same parent, a later time: a different block, valid on its own.
+                        let b = parent.propose(&[], now + 1, settings.proposer, false);
+                        let bd = digest(&b.block.header.id());
+                        let _ = ledger
+                            .out
+                            .send(Out::BlockTo(victim.clone(), b.block.encode()));
+                        let mut inner = ledger.lock();
+                        inner.twins.insert(d, bd);
+                        inner.tree.insert(
+                            bd,
+                            Verified {
+                                block: b.block,
+                                state: b.state,
+                                applied: b.applied,
+                            },
+                        );
+                    }
                     ledger.lock().tree.insert(
                         d,
                         Verified {

@@ -214,6 +214,7 @@ impl Engine for SimplexEngine {
                             min_interval_ms: engine.min_interval_ms,
                             max_wait: engine.timing.leader_timeout,
                             lie: false,
+                            equivocate_to: None,
                         };
                         let cfg = vouch_bft::engine_config(
                             &ctx,

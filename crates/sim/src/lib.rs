@@ -15,6 +15,7 @@ use std::time::Duration;
 use vouch_bft::{Backend, Ledger, Pk, Settings, Timing};
 use vouch_state::{Applied, Event, Genesis, State};
 
+pub mod equivocate;
 pub mod jobs;
 use vouch_types::tx::{Block, Tx};
 use vouch_types::Hash32;
@@ -145,6 +146,8 @@ pub struct SimPlan {
     pub offline: Vec<usize>,
     /// Validators that propose blocks with a false state root.
     pub liars: Vec<usize>,
+    /// Validators that, as leaders, sign two different blocks for one view.
+    pub equivocators: Vec<usize>,
     /// (group, from, until): links between the group and the rest are cut in between.
     pub partition: Option<(Vec<usize>, Duration, Duration)>,
     pub latency: Duration,
@@ -170,6 +173,8 @@ pub struct Outcome {
     pub states: Vec<Option<State>>,
     pub events: Vec<Option<Vec<Event>>>,
     pub refused: Vec<u64>,
+    /// Conflicting proposals the equivocators sent.
+    pub equivocations: u64,
     pub elapsed: Duration,
 }
 
@@ -184,6 +189,7 @@ pub fn vouch_key(i: usize) -> vouch_crypto::SigningKey {
 
 struct Running {
     ledger: Ledger<Mem>,
+    equivocations: Arc<std::sync::atomic::AtomicU64>,
     _handles: Vec<Handle<()>>,
 }
 
@@ -196,6 +202,7 @@ async fn start_validator(
     i: usize,
     mem: Arc<Mem>,
     lie: bool,
+    equivocate: bool,
 ) -> Running {
     let quota = Quota::per_second(NZU32!(100_000));
     let key = vouch_key(i);
@@ -228,12 +235,33 @@ async fn start_validator(
     let g = genesis.state().expect("valid genesis");
     let scheme =
         vouch_bft::scheme(&g.chain, participants.clone(), &key.to_bytes()).expect("member");
+    // An equivocator splits its proposals between the next validator and the rest.
+    let victim = equivocate.then(|| {
+        participants
+            .iter()
+            .cycle()
+            .skip_while(|p| **p != pk)
+            .nth(1)
+            .cloned()
+            .expect("more than one validator")
+    });
     let settings = Settings {
         proposer: key.public(),
         idle_blocks: true,
         min_interval_ms: 0,
         max_wait: Duration::from_secs(10),
         lie,
+        equivocate_to: victim.clone(),
+    };
+    let equivocations = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (vote_send, vote_recv) = vote;
+    let vote_send = equivocate::Equivocating {
+        inner: vote_send,
+        ledger: ledger.clone(),
+        scheme: scheme.clone(),
+        victim: victim.unwrap_or_else(|| pk.clone()),
+        sent: equivocations.clone(),
+        active: equivocate,
     };
     let cfg = vouch_bft::engine_config(
         &ctx,
@@ -246,9 +274,10 @@ async fn start_validator(
         &Timing::default(),
     );
     let engine = commonware_consensus::simplex::Engine::new(ctx.child("engine"), cfg);
-    handles.push(engine.start(vote, cert, resolver));
+    handles.push(engine.start((vote_send, vote_recv), cert, resolver));
     Running {
         ledger,
+        equivocations,
         _handles: handles,
     }
 }
@@ -324,6 +353,7 @@ pub fn simulate(genesis: &Genesis, plan: &SimPlan) -> Outcome {
                     i,
                     mem.clone(),
                     plan.liars.contains(&i),
+                    plan.equivocators.contains(&i),
                 )
                 .await,
             ));
@@ -402,6 +432,11 @@ pub fn simulate(genesis: &Genesis, plan: &SimPlan) -> Outcome {
                 .iter()
                 .map(|r| r.as_ref().map_or(0, |r| r.ledger.refused()))
                 .collect(),
+            equivocations: running
+                .iter()
+                .flatten()
+                .map(|r| r.equivocations.load(std::sync::atomic::Ordering::Relaxed))
+                .sum(),
             elapsed: context.current().duration_since(start).unwrap_or_default(),
         }
     })

@@ -66,6 +66,7 @@ fn plan(seed: u64, txs: Vec<Tx>) -> SimPlan {
         validators: 4,
         offline: vec![],
         liars: vec![],
+        equivocators: vec![],
         partition: None,
         latency: Duration::from_millis(20),
         jitter: Duration::from_millis(5),
@@ -499,4 +500,28 @@ fn a_lying_auditor_is_outvoted_and_slashed() {
         accusations += false_fails;
     }
     assert!(accusations > 0, "the liar never audited a job");
+}
+
+/// A leader that signs two different valid blocks for the same view, one for the next
+/// validator and one for the other two: neither side can finalize the split alone, the
+/// honest validators end on one chain (no fork, every transaction once), and the network
+/// keeps finalizing with the equivocator in it.
+#[test]
+fn an_equivocating_leader_forks_nothing() {
+    let (g, txs) = setup(4, 8, 5);
+    let n = txs.len();
+    let mut conflicting = 0;
+    for seed in 0..3u64 {
+        let mut p = plan(700 + seed, txs.clone());
+        p.equivocators = vec![seed as usize % 4];
+        p.target_height = 16;
+        p.timeout = Duration::from_secs(300);
+        let out = check(&g, &p, n);
+        eprintln!(
+            "seed {}: {} conflicting proposals",
+            p.seed, out.equivocations
+        );
+        conflicting += out.equivocations;
+    }
+    assert!(conflicting > 0, "the equivocator never led a view");
 }
