@@ -496,17 +496,7 @@ pub fn genesis(a: GenesisArgs) -> Result<()> {
         .iter()
         .map(|d| DevKeys::load_or_create(d))
         .collect::<Result<Vec<_>>>()?;
-    let spec = &models::SMOLLM2_135M;
-    let e = &models::MINILM_L6;
-    let mut g = vouch_node::dev_genesis(
-        &keys[0],
-        &[
-            (spec.id(), spec.name, spec.licence),
-            (e.id(), e.name, e.licence),
-        ],
-        vouch_node::consensus::now_ms(),
-    );
-    g.chain_name = a.name;
+    let mut g = network_genesis(&keys, &providers, &a.name);
     if let Some(r) = a.audit_rate {
         if !(0.0..=1.0).contains(&r) {
             bail!("--audit-rate must be between 0 and 1, got {r}");
@@ -519,13 +509,37 @@ pub fn genesis(a: GenesisArgs) -> Result<()> {
         }
         g.params.job_timeout_ms = t;
     }
+    g.state().map_err(|e| anyhow::anyhow!("genesis: {e}"))?;
+    std::fs::write(&a.out, g.to_json()).with_context(|| format!("writing {}", a.out.display()))?;
+    println!(
+        "{}",
+        json!({"genesis": a.out, "chain": g.chain_id(), "validators": g.validators.len(), "providers": g.providers.len()})
+    );
+    Ok(())
+}
+
+/// A network's genesis from its nodes' keys: every validator staked, every provider
+/// registered for the catalogue models, the first validator node's faucet funded and its
+/// author key the models' author.
+pub fn network_genesis(keys: &[DevKeys], providers: &[DevKeys], name: &str) -> Genesis {
+    let spec = &models::SMOLLM2_135M;
+    let e = &models::MINILM_L6;
+    let mut g = vouch_node::dev_genesis(
+        &keys[0],
+        &[
+            (spec.id(), spec.name, spec.licence),
+            (e.id(), e.name, e.licence),
+        ],
+        vouch_node::consensus::now_ms(),
+    );
+    g.chain_name = name.to_string();
     // dev_genesis made the first node validator and provider; list exactly the chosen ones.
     g.validators = keys.iter().map(|k| k.validator.public()).collect();
     let template = g.providers[0].clone();
     g.accounts.retain(|acc| {
         acc.address == keys[0].faucet.public() || acc.address == keys[0].author.public()
     });
-    for k in &keys {
+    for k in keys {
         g.accounts.push(vouch_state::GenesisAccount {
             address: k.validator.public(),
             balance: 10 * vouch_node::UNIT,
@@ -533,7 +547,7 @@ pub fn genesis(a: GenesisArgs) -> Result<()> {
         });
     }
     g.providers.clear();
-    for p in &providers {
+    for p in providers {
         if !g
             .accounts
             .iter()
@@ -550,13 +564,7 @@ pub fn genesis(a: GenesisArgs) -> Result<()> {
             ..template.clone()
         });
     }
-    g.state().map_err(|e| anyhow::anyhow!("genesis: {e}"))?;
-    std::fs::write(&a.out, g.to_json()).with_context(|| format!("writing {}", a.out.display()))?;
-    println!(
-        "{}",
-        json!({"genesis": a.out, "chain": g.chain_id(), "validators": g.validators.len(), "providers": g.providers.len()})
-    );
-    Ok(())
+    g
 }
 
 /// The node's admin token (`<data>/admin.token`, 0600), created on first start.

@@ -257,7 +257,7 @@ fn main() -> ExitCode {
         } => bench_gateway::run(&home, a),
         Cmd::Bench {
             cmd: BenchCmd::Network(a),
-        } => bench_network::run(a),
+        } => bench_network::run(&home, a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
