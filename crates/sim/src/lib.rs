@@ -7,7 +7,9 @@
 //! checkers here and in `tests/`. A seed reproduces a run exactly.
 
 use commonware_p2p::simulated;
-use commonware_runtime::{deterministic, Clock, Handle, Quota, Runner as _, Supervisor};
+use commonware_runtime::{
+    deterministic, Clock, Handle, Quota, Runner as _, Spawner as _, Supervisor,
+};
 use commonware_utils::{NZUsize, NZU32};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -148,6 +150,9 @@ pub struct SimPlan {
     pub liars: Vec<usize>,
     /// Validators that, as leaders, sign two different blocks for one view.
     pub equivocators: Vec<usize>,
+    /// (who, at, back): the validator's process dies at `at` (engine and ledger tasks
+    /// stop, messages to it are lost) and restarts at `back` from its journal and store.
+    pub crash: Option<(usize, Duration, Duration)>,
     /// (group, from, until): links between the group and the rest are cut in between.
     pub partition: Option<(Vec<usize>, Duration, Duration)>,
     pub latency: Duration,
@@ -175,6 +180,9 @@ pub struct Outcome {
     pub refused: Vec<u64>,
     /// Conflicting proposals the equivocators sent.
     pub equivocations: u64,
+    /// With a crash: the crashed validator's height when it died and when it restarted,
+    /// and the lowest height of the others at the restart.
+    pub crash_heights: (u64, u64, u64),
     pub elapsed: Duration,
 }
 
@@ -187,16 +195,116 @@ pub fn vouch_key(i: usize) -> vouch_crypto::SigningKey {
     vouch_crypto::SigningKey::from_bytes(&b).expect("32 bytes")
 }
 
+type SimSender = simulated::Sender<Pk, deterministic::Context>;
+type Slot = Arc<Mutex<Option<tokio::sync::mpsc::UnboundedSender<commonware_p2p::Message<Pk>>>>>;
+
+/// A validator's channels on the simulated network, registered once for the whole run.
+/// A forwarding task hands what arrives to the validator's current instance; while it is
+/// down (crashed), arrivals are lost, as they would be for a dead process.
+struct Wires {
+    senders: Vec<SimSender>,
+    slots: Vec<Slot>,
+    _forwarders: Vec<Handle<()>>,
+}
+
+/// The receiving end one validator instance gets.
+#[derive(Debug)]
+pub struct Relayed(tokio::sync::mpsc::UnboundedReceiver<commonware_p2p::Message<Pk>>);
+
+impl commonware_p2p::Receiver for Relayed {
+    type Error = std::io::Error;
+    type PublicKey = Pk;
+    async fn recv(&mut self) -> Result<commonware_p2p::Message<Pk>, std::io::Error> {
+        self.0
+            .recv()
+            .await
+            .ok_or_else(|| std::io::Error::other("validator stopped"))
+    }
+    fn capacity(&self) -> std::num::NonZeroUsize {
+        NZUsize!(4096)
+    }
+}
+
+const CHANNELS: [u64; 5] = [
+    vouch_bft::VOTE_CHANNEL,
+    vouch_bft::CERT_CHANNEL,
+    vouch_bft::RESOLVER_CHANNEL,
+    vouch_bft::BLOCK_CHANNEL,
+    vouch_bft::TX_CHANNEL,
+];
+
+impl Wires {
+    async fn register(
+        context: &deterministic::Context,
+        oracle: &simulated::Oracle<Pk, deterministic::Context>,
+        pk: &Pk,
+    ) -> Wires {
+        let quota = Quota::per_second(NZU32!(100_000));
+        let control = oracle.control(pk.clone());
+        let (mut senders, mut slots, mut forwarders) = (Vec::new(), Vec::new(), Vec::new());
+        for ch in CHANNELS {
+            let (s, mut r) = control.register(ch, quota).await.expect("register");
+            let slot: Slot = Arc::new(Mutex::new(None));
+            let to = slot.clone();
+            forwarders.push(context.child("wire").spawn(move |_| async move {
+                use commonware_p2p::Receiver as _;
+                while let Ok(m) = r.recv().await {
+                    if let Some(tx) = to.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                        let _ = tx.send(m);
+                    }
+                }
+            }));
+            senders.push(s);
+            slots.push(slot);
+        }
+        Wires {
+            senders,
+            slots,
+            _forwarders: forwarders,
+        }
+    }
+
+    /// Fresh ends for a new instance of the validator.
+    fn attach(&self) -> Vec<(SimSender, Relayed)> {
+        self.senders
+            .iter()
+            .zip(&self.slots)
+            .map(|(s, slot)| {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+                (s.clone(), Relayed(rx))
+            })
+            .collect()
+    }
+
+    fn detach(&self) {
+        for slot in &self.slots {
+            *slot.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+    }
+}
+
 struct Running {
     ledger: Ledger<Mem>,
     equivocations: Arc<std::sync::atomic::AtomicU64>,
-    _handles: Vec<Handle<()>>,
+    handles: Vec<Handle<()>>,
+}
+
+impl Running {
+    /// Kills this instance: its engine and ledger tasks stop; its journal (in the
+    /// runtime's storage) and its `Mem` (the durable store) stay.
+    fn crash(self) {
+        for h in self.handles {
+            h.abort();
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn start_validator(
     context: &deterministic::Context,
     oracle: &simulated::Oracle<Pk, deterministic::Context>,
+    wires: &Wires,
     genesis: &Genesis,
     participants: &commonware_utils::ordered::Set<Pk>,
     i: usize,
@@ -204,30 +312,11 @@ async fn start_validator(
     lie: bool,
     equivocate: bool,
 ) -> Running {
-    let quota = Quota::per_second(NZU32!(100_000));
     let key = vouch_key(i);
     let pk = vouch_bft::engine_public(&key.public()).expect("ed25519");
-    let control = oracle.control(pk.clone());
-    let vote = control
-        .register(vouch_bft::VOTE_CHANNEL, quota)
-        .await
-        .unwrap();
-    let cert = control
-        .register(vouch_bft::CERT_CHANNEL, quota)
-        .await
-        .unwrap();
-    let resolver = control
-        .register(vouch_bft::RESOLVER_CHANNEL, quota)
-        .await
-        .unwrap();
-    let blocks = control
-        .register(vouch_bft::BLOCK_CHANNEL, quota)
-        .await
-        .unwrap();
-    let txs = control
-        .register(vouch_bft::TX_CHANNEL, quota)
-        .await
-        .unwrap();
+    let mut ends = wires.attach().into_iter();
+    let mut next = || ends.next().expect("five channels");
+    let (vote, cert, resolver, blocks, txs) = (next(), next(), next(), next(), next());
     let (ledger, out) = Ledger::new(mem, participants);
     let ctx = context.child("validator").with_attribute("index", i);
     let mut handles =
@@ -278,7 +367,7 @@ async fn start_validator(
     Running {
         ledger,
         equivocations,
-        _handles: handles,
+        handles,
     }
 }
 
@@ -338,27 +427,47 @@ pub fn simulate(genesis: &Genesis, plan: &SimPlan) -> Outcome {
                 m.submit(tx.clone());
             }
         }
+        let mut wires = Vec::new();
+        for pk in &pks {
+            wires.push(Wires::register(&context, &oracle, pk).await);
+        }
+        let start_one = |i: usize| {
+            let (context, oracle, genesis, participants, wires, mem) = (
+                &context,
+                &oracle,
+                &genesis,
+                &participants,
+                &wires[i],
+                mems[i].clone(),
+            );
+            let (lie, equivocate) = (plan.liars.contains(&i), plan.equivocators.contains(&i));
+            async move {
+                start_validator(
+                    context,
+                    oracle,
+                    wires,
+                    genesis,
+                    participants,
+                    i,
+                    mem,
+                    lie,
+                    equivocate,
+                )
+                .await
+            }
+        };
         let mut running: Vec<Option<Running>> = Vec::new();
-        for (i, mem) in mems.iter().enumerate() {
+        for i in 0..plan.validators {
             if plan.offline.contains(&i) {
                 running.push(None);
                 continue;
             }
-            running.push(Some(
-                start_validator(
-                    &context,
-                    &oracle,
-                    &genesis,
-                    &participants,
-                    i,
-                    mem.clone(),
-                    plan.liars.contains(&i),
-                    plan.equivocators.contains(&i),
-                )
-                .await,
-            ));
+            running.push(Some(start_one(i).await));
         }
-        let alive: Vec<bool> = running.iter().map(Option::is_some).collect();
+        let mut alive: Vec<bool> = running.iter().map(Option::is_some).collect();
+        let mut crashed = false;
+        let mut restarted = false;
+        let mut crash_heights = (0u64, 0u64, 0u64);
         let mut actors = (!plan.providers.is_empty()).then(|| {
             jobs::Actors::new(
                 plan.providers.clone(),
@@ -392,10 +501,34 @@ pub fn simulate(genesis: &Genesis, plan: &SimPlan) -> Outcome {
                     }
                 }
             }
+            if let Some((who, at, back)) = plan.crash {
+                let height = |i: usize| mems[i].finalized().last().map_or(0, |f| f.0);
+                if t >= at && !crashed {
+                    crashed = true;
+                    crash_heights.0 = height(who);
+                    if let Some(r) = running[who].take() {
+                        r.crash();
+                    }
+                    wires[who].detach();
+                    alive[who] = false;
+                }
+                if t >= back && crashed && !restarted {
+                    restarted = true;
+                    crash_heights.1 = height(who);
+                    crash_heights.2 = (0..plan.validators)
+                        .filter(|i| *i != who && !plan.offline.contains(i))
+                        .map(height)
+                        .min()
+                        .unwrap_or(0);
+                    running[who] = Some(start_one(who).await);
+                    alive[who] = true;
+                }
+            }
             if let Some(a) = actors.as_mut() {
                 a.tick(&mems, &alive, t);
             }
-            let pending_faults = plan.partition.is_some() && !healed;
+            let pending_faults =
+                (plan.partition.is_some() && !healed) || (plan.crash.is_some() && !restarted);
             let done = !pending_faults
                 && (0..plan.validators)
                     .filter(|i| !plan.offline.contains(i))
@@ -432,6 +565,7 @@ pub fn simulate(genesis: &Genesis, plan: &SimPlan) -> Outcome {
                 .iter()
                 .map(|r| r.as_ref().map_or(0, |r| r.ledger.refused()))
                 .collect(),
+            crash_heights,
             equivocations: running
                 .iter()
                 .flatten()

@@ -67,6 +67,7 @@ fn plan(seed: u64, txs: Vec<Tx>) -> SimPlan {
         offline: vec![],
         liars: vec![],
         equivocators: vec![],
+        crash: None,
         partition: None,
         latency: Duration::from_millis(20),
         jitter: Duration::from_millis(5),
@@ -82,8 +83,8 @@ fn plan(seed: u64, txs: Vec<Tx>) -> SimPlan {
 
 fn check(g: &Genesis, p: &SimPlan, total_txs: usize) -> Outcome {
     let replay = format!(
-        "replay: seed {} (validators {}, offline {:?}, partition {:?}, success {})",
-        p.seed, p.validators, p.offline, p.partition, p.success
+        "replay: seed {} (validators {}, offline {:?}, partition {:?}, crash {:?}, success {})",
+        p.seed, p.validators, p.offline, p.partition, p.crash, p.success
     );
     let out = simulate(g, p);
     check_no_fork(&out).unwrap_or_else(|e| panic!("{e}; {replay}"));
@@ -524,4 +525,36 @@ fn an_equivocating_leader_forks_nothing() {
         conflicting += out.equivocations;
     }
     assert!(conflicting > 0, "the equivocator never led a view");
+}
+
+/// A validator process killed and restarted: its engine and ledger tasks stop (messages
+/// to it are lost while it is down), the other three keep finalizing, and the new
+/// instance recovers its votes from its journal and its ledger from its store, catches up
+/// from its peers, and ends on the same chain.
+#[test]
+fn a_crashed_validator_restarts_and_catches_up() {
+    let (g, txs) = setup(4, 8, 5);
+    let n = txs.len();
+    for seed in 0..3u64 {
+        let mut p = plan(800 + seed, txs.clone());
+        p.crash = Some((
+            (seed as usize + 1) % 4,
+            Duration::from_millis(400),
+            Duration::from_secs(6),
+        ));
+        p.target_height = 20;
+        p.timeout = Duration::from_secs(300);
+        let out = check(&g, &p, n);
+        let (died, back, others) = out.crash_heights;
+        assert_eq!(died, back, "seed {}: a dead validator finalized", p.seed);
+        assert!(
+            others > back,
+            "seed {}: the others stalled while it was down",
+            p.seed
+        );
+        eprintln!(
+            "seed {}: died at height {died}, the others at {others} when it came back",
+            p.seed
+        );
+    }
 }
