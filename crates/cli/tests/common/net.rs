@@ -5,12 +5,21 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// A port that is free now, below Linux's ephemeral range (32768-60999): a port picked
+/// from that range can be taken, before the node binds it, by the local end of one of
+/// the many outgoing connections the other nodes make while they dial each other.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Spread test processes apart; within one process, never hand out a port twice.
+    let base = 20_000 + (std::process::id() % 1_000) as u16 * 12;
+    loop {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % 12_000;
+        let port = 20_000 + (base - 20_000 + offset) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub fn get_json(url: &str) -> Value {
@@ -123,13 +132,15 @@ impl Net {
     /// A funded API key on node `i`'s gateway (its faucet is the genesis faucet when `i`
     /// is 0).
     pub fn api_key(&self, i: usize, url: &str) -> String {
-        assert!(vouch(&self.homes[i], url, &["wallet", "new"]).0);
+        let log = || std::fs::read_to_string(self.homes[i].join("node.log")).unwrap_or_default();
+        let (ok, out, err) = vouch(&self.homes[i], url, &["wallet", "new"]);
+        assert!(ok, "{out}{err}\nnode {i} log:\n{}", log());
         let (ok, out, err) = vouch(
             &self.homes[i],
             url,
             &["apikey", "create", "load", "--fund", "50000000"],
         );
-        assert!(ok, "{out}{err}");
+        assert!(ok, "{out}{err}\nnode {i} log:\n{}", log());
         let key: Value = serde_json::from_str(&out).unwrap();
         key["api_key"].as_str().unwrap().to_string()
     }
