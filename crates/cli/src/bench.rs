@@ -29,6 +29,37 @@ pub struct BenchArgs {
     /// Skip the llama.cpp peer even if it is installed.
     #[arg(long)]
     no_peer: bool,
+    /// Also measure the portable kernels (same bits as the SIMD ones, slower).
+    #[arg(long)]
+    portable: bool,
+}
+
+/// Peak resident memory of this process so far, in MiB (Linux; None elsewhere).
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Median decode tok/s, prefill tok/s and time to first token (ms) of our engine.
+fn measure(
+    model: &mut ChatModel,
+    prefill_ids: &[u32],
+    prompt: &[u32],
+    decode_tokens: usize,
+    runs: usize,
+) -> Result<(f64, f64, f64)> {
+    model.time_fixed_decode(prompt, 4)?; // warm up
+    let (mut prefill, mut decode, mut ttft) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let (t, _) = model.time_fixed_decode(prefill_ids, 1)?;
+        prefill.push(prefill_ids.len() as f64 / t);
+        let (t0, d) = model.time_fixed_decode(prompt, decode_tokens)?;
+        ttft.push(t0 * 1000.0);
+        decode.push((decode_tokens - 1) as f64 / d);
+    }
+    Ok((median(decode), median(prefill), median(ttft)))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -60,48 +91,57 @@ pub fn run(home: &Path, a: BenchArgs) -> Result<()> {
     }
     ids.truncate(a.prefill_tokens);
     let short_prompt = model.tokenize(&model.render_chat(&[Message::user("Tell me a story.")]))?;
-    model.time_fixed_decode(&short_prompt, 4)?; // warm up
-    let mut prefill = Vec::new();
-    let mut decode = Vec::new();
-    let mut ttft = Vec::new();
-    for _ in 0..runs {
-        let (t, _) = model.time_fixed_decode(&ids, 1)?;
-        prefill.push(a.prefill_tokens as f64 / t);
-        let (t0, d) = model.time_fixed_decode(&short_prompt, a.decode_tokens)?;
-        ttft.push(t0 * 1000.0);
-        decode.push((a.decode_tokens - 1) as f64 / d);
-    }
-    let ours = (
-        median(decode.clone()),
-        median(prefill.clone()),
-        median(ttft.clone()),
-    );
+    let kernels = vouch_inference::q4::kernels_in_use();
+    let ours = measure(&mut model, &ids, &short_prompt, a.decode_tokens, runs)?;
+    let ours_rss = peak_rss_mib();
+    let portable = if a.portable {
+        use vouch_inference::q4::{set_kernels, Kernels};
+        set_kernels(Kernels::Portable);
+        let r = measure(&mut model, &ids, &short_prompt, a.decode_tokens, runs);
+        set_kernels(Kernels::Auto);
+        Some(r?)
+    } else {
+        None
+    };
 
     let peer = if a.no_peer {
         Err(anyhow::anyhow!("skipped (--no-peer)"))
     } else {
         llama_cpp_peer(home, &ids, &short_prompt, a.decode_tokens, runs, &threads)
     };
-    println!("| engine | decode tok/s ({} tokens) | prefill tok/s ({} tokens) | time to first token (ms, {}-token prompt) |", a.decode_tokens, a.prefill_tokens, short_prompt.len());
-    println!("| --- | --- | --- | --- |");
+    let rss = |v: Option<f64>| v.map_or("n/a".to_string(), |m| format!("{m:.0}"));
+    println!("| engine | decode tok/s ({} tokens) | prefill tok/s ({} tokens) | time to first token (ms, {}-token prompt) | peak RSS (MiB) |", a.decode_tokens, a.prefill_tokens, short_prompt.len());
+    println!("| --- | --- | --- | --- | --- |");
     println!(
-        "| vouch (own llama forward and Q4_1 kernel, CPU) | {:.1} | {:.1} | {:.1} |",
-        ours.0, ours.1, ours.2
+        "| vouch ({kernels} kernels) | {:.1} | {:.1} | {:.1} | {} |",
+        ours.0,
+        ours.1,
+        ours.2,
+        rss(ours_rss)
     );
+    if let Some(p) = portable {
+        println!(
+            "| vouch (portable kernels, same bits) | {:.1} | {:.1} | {:.1} | |",
+            p.0, p.1, p.2
+        );
+    }
     match &peer {
         Ok(p) => {
             println!(
-                "| llama.cpp (llama-cpp-python) | {:.1} | {:.1} | {:.1} |",
-                p.0, p.1, p.2
+                "| llama.cpp (llama-cpp-python) | {:.1} | {:.1} | {:.1} | {} |",
+                p.0,
+                p.1,
+                p.2,
+                rss(p.3)
             );
             println!(
-                "| ratio vouch / llama.cpp | {:.2}x | {:.2}x | {:.2}x |",
+                "| ratio vouch / llama.cpp | {:.2}x | {:.2}x | {:.2}x (llama.cpp time / ours) | |",
                 ours.0 / p.0,
                 ours.1 / p.1,
                 p.2 / ours.2
             );
         }
-        Err(e) => println!("| llama.cpp | n/a: {e} | | |"),
+        Err(e) => println!("| llama.cpp | n/a: {e} | | | |"),
     }
     println!();
 
@@ -181,7 +221,7 @@ fn llama_cpp_peer(
     n: usize,
     runs: usize,
     threads: &str,
-) -> Result<(f64, f64, f64)> {
+) -> Result<(f64, f64, f64, Option<f64>)> {
     let python = std::env::var("VOUCH_PYTHON").unwrap_or_else(|_| "python3".into());
     let gguf = SMOLLM2_135M.path(home, 0);
     models::check_files(&SMOLLM2_135M, home)?;
@@ -208,7 +248,8 @@ pf, dc, tt = [], [], []
 for _ in range(a["runs"]):
     pf.append(len(a["prefill"]) / prefill(a["prefill"]))
     t0, d = decode(a["prompt"], a["n"]); tt.append(t0 * 1000); dc.append((a["n"] - 1) / d)
-print(json.dumps({"decode": statistics.median(dc), "prefill": statistics.median(pf), "ttft": statistics.median(tt)}))
+import resource
+print(json.dumps({"decode": statistics.median(dc), "prefill": statistics.median(pf), "ttft": statistics.median(tt), "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 "#;
     let input = serde_json::json!({"gguf": gguf, "prefill": prefill, "prompt": prompt, "n": n, "runs": runs, "threads": threads});
     let mut child = std::process::Command::new(&python)
@@ -229,5 +270,10 @@ print(json.dumps({"decode": statistics.median(dc), "prefill": statistics.median(
         anyhow::bail!("{}", e.as_str().unwrap_or("failed"));
     }
     let f = |k: &str| v[k].as_f64().context("missing figure");
-    Ok((f("decode")?, f("prefill")?, f("ttft")?))
+    Ok((
+        f("decode")?,
+        f("prefill")?,
+        f("ttft")?,
+        v["rss_mib"].as_f64(),
+    ))
 }

@@ -32,6 +32,10 @@ struct Cli {
     /// CPU threads for inference (default: all cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// Matrix kernels: `auto` (AVX2 where the CPU has it) or `portable`. Both give the
+    /// same bits; `portable` is slower and exists to show that.
+    #[arg(long, global = true, env = "VOUCH_KERNELS", default_value = "auto", value_parser = ["auto", "portable"])]
+    kernels: String,
     /// The node to talk to.
     #[arg(
         long,
@@ -213,6 +217,9 @@ fn main() -> ExitCode {
         // Read once by the tensor backend when its thread pool starts.
         std::env::set_var("CANDLE_NUM_THREADS", t.to_string());
         std::env::set_var("RAYON_NUM_THREADS", t.to_string());
+    }
+    if cli.kernels == "portable" {
+        vouch_inference::q4::set_kernels(vouch_inference::q4::Kernels::Portable);
     }
     let home = cli.home.clone().unwrap_or_else(models::default_home);
     let json = cli.json;

@@ -11,7 +11,7 @@
 //! (see docs/verification.md), and tolerances only have to absorb differences between
 //! machines and backends.
 
-use crate::q4::{Q41Matrix, Q80Matrix, Q8Rows};
+use crate::q4::{Q8Rows, QMatrix};
 use crate::InferenceError;
 use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
@@ -32,10 +32,10 @@ pub struct LlamaConfig {
     pub rms_eps: f32,
 }
 
-/// A weight matrix: Q4_1 runs on our own kernel (`q4.rs`), anything else on candle's.
+/// A weight matrix: Q4_1 and Q8_0 run on our own kernels (`q4.rs`), anything else on
+/// candle's.
 enum Linear {
-    Q41(Q41Matrix),
-    Q80(Q80Matrix),
+    Q(QMatrix),
     Candle(QMatMul),
 }
 
@@ -50,8 +50,7 @@ impl Linear {
         cols: usize,
     ) -> Result<Vec<f32>, InferenceError> {
         match self {
-            Linear::Q41(m) => Ok(m.matmul(xq)),
-            Linear::Q80(m) => Ok(m.matmul(xq)),
+            Linear::Q(m) => Ok(m.matmul(xq)),
             Linear::Candle(m) => {
                 let t = Tensor::from_slice(x, (n, cols), &Device::Cpu)?;
                 Ok(m.forward(&t)?.flatten_all()?.to_vec1::<f32>()?)
@@ -60,15 +59,66 @@ impl Linear {
     }
 }
 
+/// Projections that read the same input: stacked into one matrix when our kernels run
+/// them all (one pass over the input, one hand-off to the threads), else run one by one.
+enum Proj {
+    Stacked { m: QMatrix, widths: Vec<usize> },
+    Separate(Vec<Linear>),
+}
+
+impl Proj {
+    fn new(parts: Vec<Linear>) -> Self {
+        let qs: Option<Vec<&QMatrix>> = parts
+            .iter()
+            .map(|l| match l {
+                Linear::Q(m) => Some(m),
+                Linear::Candle(_) => None,
+            })
+            .collect();
+        match qs.and_then(|qs| Some((QMatrix::stack(&qs)?, qs))) {
+            Some((m, qs)) => Proj::Stacked {
+                widths: qs.iter().map(|q| q.rows()).collect(),
+                m,
+            },
+            None => Proj::Separate(parts),
+        }
+    }
+
+    /// One output `[n, width_k]` per projection.
+    fn forward(
+        &self,
+        x: &[f32],
+        xq: &Q8Rows,
+        n: usize,
+        cols: usize,
+    ) -> Result<Vec<Vec<f32>>, InferenceError> {
+        match self {
+            Proj::Separate(ls) => ls.iter().map(|l| l.forward(x, xq, n, cols)).collect(),
+            Proj::Stacked { m, widths } => {
+                let y = m.matmul(xq);
+                let mut outs: Vec<Vec<f32>> =
+                    widths.iter().map(|w| Vec::with_capacity(n * w)).collect();
+                for row in y.chunks_exact(m.rows()) {
+                    let mut at = 0;
+                    for (o, w) in outs.iter_mut().zip(widths) {
+                        o.extend_from_slice(&row[at..at + w]);
+                        at += w;
+                    }
+                }
+                Ok(outs)
+            }
+        }
+    }
+}
+
 struct Layer {
     attn_norm: Vec<f32>,
     ffn_norm: Vec<f32>,
-    wq: Linear,
-    wk: Linear,
-    wv: Linear,
+    /// Query, key and value projections.
+    qkv: Proj,
     wo: Linear,
-    w_gate: Linear,
-    w_up: Linear,
+    /// Gate and up projections of the MLP.
+    gate_up: Proj,
     w_down: Linear,
 }
 
@@ -155,6 +205,33 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
         tail += a[i] * b[i];
     }
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
+/// `e^x` from IEEE operations only (no libm), so that it vectorizes and gives the same bits
+/// on every machine: `x = k·ln2 + r` with `k` rounded to nearest and `|r| <= ln2/2`, then
+/// `e^r` by its degree-6 Taylor polynomial (relative error below 2e-7) and `2^k` built in
+/// the exponent bits. Inputs are clamped to [-87, 88] (results stay normal and finite).
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding and subtracting rounds to nearest
+    let x = if x < -87.0 {
+        -87.0
+    } else if x > 88.0 {
+        88.0
+    } else {
+        x
+    };
+    let k = (x * LOG2E + ROUND) - ROUND;
+    let r = (x - k * LN2_HI) - k * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    let scale = f32::from_bits(((k as i32 + 127) as u32) << 23);
+    p * scale
 }
 
 fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
@@ -248,13 +325,13 @@ impl Llama {
                         .map_err(|e| InferenceError::Format(format!("{name}: {e}")))?;
                     match t.dtype() {
                         GgmlDType::Q4_1 => {
-                            if let Some(m) = Q41Matrix::from_gguf_bytes(&bytes, rows, cols) {
-                                return Ok(Linear::Q41(m));
+                            if let Some(m) = QMatrix::q4_1(&bytes, rows, cols) {
+                                return Ok(Linear::Q(m));
                             }
                         }
                         GgmlDType::Q8_0 => {
-                            if let Some(m) = Q80Matrix::from_gguf_bytes(&bytes, rows, cols) {
-                                return Ok(Linear::Q80(m));
+                            if let Some(m) = QMatrix::q8_0(&bytes, rows, cols) {
+                                return Ok(Linear::Q(m));
                             }
                         }
                         _ => {}
@@ -281,17 +358,21 @@ impl Llama {
             layers.push(Layer {
                 attn_norm: f32_vec(&tensor(&n("attn_norm"))?, cfg.hidden, &n("attn_norm"))?,
                 ffn_norm: f32_vec(&tensor(&n("ffn_norm"))?, cfg.hidden, &n("ffn_norm"))?,
-                wq: linear(tensor(&n("attn_q"))?, cfg.hidden, cfg.hidden, &n("attn_q"))?,
-                wk: linear(tensor(&n("attn_k"))?, kv, cfg.hidden, &n("attn_k"))?,
-                wv: linear(tensor(&n("attn_v"))?, kv, cfg.hidden, &n("attn_v"))?,
+                qkv: Proj::new(vec![
+                    linear(tensor(&n("attn_q"))?, cfg.hidden, cfg.hidden, &n("attn_q"))?,
+                    linear(tensor(&n("attn_k"))?, kv, cfg.hidden, &n("attn_k"))?,
+                    linear(tensor(&n("attn_v"))?, kv, cfg.hidden, &n("attn_v"))?,
+                ]),
                 wo: linear(
                     tensor(&n("attn_output"))?,
                     cfg.hidden,
                     cfg.hidden,
                     &n("attn_output"),
                 )?,
-                w_gate: linear(tensor(&n("ffn_gate"))?, cfg.ffn, cfg.hidden, &n("ffn_gate"))?,
-                w_up: linear(tensor(&n("ffn_up"))?, cfg.ffn, cfg.hidden, &n("ffn_up"))?,
+                gate_up: Proj::new(vec![
+                    linear(tensor(&n("ffn_gate"))?, cfg.ffn, cfg.hidden, &n("ffn_gate"))?,
+                    linear(tensor(&n("ffn_up"))?, cfg.ffn, cfg.hidden, &n("ffn_up"))?,
+                ]),
                 w_down: linear(tensor(&n("ffn_down"))?, cfg.hidden, cfg.ffn, &n("ffn_down"))?,
             });
         }
@@ -389,9 +470,11 @@ impl Llama {
         for (li, layer) in self.layers.iter().enumerate() {
             rms_norm(&x, &layer.attn_norm, cfg.rms_eps, &mut xn);
             let xq = Q8Rows::quantize(&xn, h);
-            let mut q = layer.wq.forward(&xn, &xq, n, h)?;
-            let mut k = layer.wk.forward(&xn, &xq, n, h)?;
-            let v = layer.wv.forward(&xn, &xq, n, h)?;
+            let mut qkv = layer.qkv.forward(&xn, &xq, n, h)?.into_iter();
+            let (mut q, mut k, v) = match (qkv.next(), qkv.next(), qkv.next()) {
+                (Some(q), Some(k), Some(v)) => (q, k, v),
+                _ => unreachable!("three projections"),
+            };
             for (r, &pos) in positions.iter().enumerate() {
                 self.rope(&mut q[r * h..(r + 1) * h], pos);
                 self.rope(&mut k[r * kv_dim..(r + 1) * kv_dim], pos);
@@ -421,10 +504,12 @@ impl Llama {
                         mx = mx.max(sc);
                         scores.push(sc);
                     }
-                    let mut sum = 0f32;
                     for sc in scores.iter_mut() {
-                        *sc = (*sc - mx).exp();
-                        sum += *sc;
+                        *sc = exp(*sc - mx);
+                    }
+                    let mut sum = 0f32;
+                    for sc in &scores {
+                        sum += sc;
                     }
                     let inv = 1.0 / sum;
                     o.fill(0.0);
@@ -437,7 +522,10 @@ impl Llama {
                     }
                 };
                 let chunks = out.chunks_mut(hd).enumerate();
-                if m * (start + m) > 4096 {
+                // Heads in parallel once the keys to score are worth a hand-off (a decode
+                // step with a few hundred positions already is). Each head's sums run in
+                // the same order either way.
+                if m * (start + m) * cfg.n_head > 2048 {
                     chunks.collect::<Vec<_>>().into_par_iter().for_each(work);
                 } else {
                     chunks.for_each(work);
@@ -450,10 +538,13 @@ impl Llama {
             }
             rms_norm(&x, &layer.ffn_norm, cfg.rms_eps, &mut xn);
             let xq = Q8Rows::quantize(&xn, h);
-            let gate = layer.w_gate.forward(&xn, &xq, n, h)?;
-            let mut up = layer.w_up.forward(&xn, &xq, n, h)?;
+            let mut gu = layer.gate_up.forward(&xn, &xq, n, h)?.into_iter();
+            let (gate, mut up) = match (gu.next(), gu.next()) {
+                (Some(g), Some(u)) => (g, u),
+                _ => unreachable!("two projections"),
+            };
             for (u, g) in up.iter_mut().zip(&gate) {
-                *u *= g / (1.0 + (-g).exp());
+                *u *= g / (1.0 + exp(-g));
             }
             let down = layer
                 .w_down
@@ -481,5 +572,25 @@ impl Llama {
             rows,
             self.cfg.hidden,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exp;
+
+    #[test]
+    fn exp_is_accurate_over_the_range_the_model_uses() {
+        let mut worst = 0f64;
+        let mut x = -87.0f32;
+        while x <= 88.0 {
+            let (got, want) = (exp(x) as f64, (x as f64).exp());
+            worst = worst.max(((got - want) / want).abs());
+            x += 0.001_37;
+        }
+        assert!(worst < 4e-7, "worst relative error {worst:e}");
+        assert_eq!(exp(0.0), 1.0);
+        assert_eq!(exp(-1000.0), exp(-87.0));
+        assert!(exp(1000.0).is_finite());
     }
 }
