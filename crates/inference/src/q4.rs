@@ -347,28 +347,24 @@ mod kernels {
                 return None;
             }
             Some(if avx2::vnni() {
-                match (format, t) {
-                    (Format::Q41, 1) => avx2::q41::<1, true>,
-                    (Format::Q41, 2) => avx2::q41::<2, true>,
-                    (Format::Q41, 3) => avx2::q41::<3, true>,
-                    (Format::Q41, _) => avx2::q41::<4, true>,
-                    (Format::Q80, 1) => avx2::q80::<1, true>,
-                    (Format::Q80, 2) => avx2::q80::<2, true>,
-                    (Format::Q80, 3) => avx2::q80::<3, true>,
-                    (Format::Q80, _) => avx2::q80::<4, true>,
-                }
+                Self::table::<true>(format, t)
             } else {
-                match (format, t) {
-                    (Format::Q41, 1) => avx2::q41::<1, false>,
-                    (Format::Q41, 2) => avx2::q41::<2, false>,
-                    (Format::Q41, 3) => avx2::q41::<3, false>,
-                    (Format::Q41, _) => avx2::q41::<4, false>,
-                    (Format::Q80, 1) => avx2::q80::<1, false>,
-                    (Format::Q80, 2) => avx2::q80::<2, false>,
-                    (Format::Q80, 3) => avx2::q80::<3, false>,
-                    (Format::Q80, _) => avx2::q80::<4, false>,
-                }
+                Self::table::<false>(format, t)
             })
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        fn table<const VNNI: bool>(format: Format, t: usize) -> Simd {
+            match (format, t) {
+                (Format::Q41, 1) => avx2::q41::<1, VNNI>,
+                (Format::Q41, 2) => avx2::q41::<2, VNNI>,
+                (Format::Q41, 3) => avx2::q41::<3, VNNI>,
+                (Format::Q41, _) => avx2::q41::<4, VNNI>,
+                (Format::Q80, 1) => avx2::q80::<1, VNNI>,
+                (Format::Q80, 2) => avx2::q80::<2, VNNI>,
+                (Format::Q80, 3) => avx2::q80::<3, VNNI>,
+                (Format::Q80, _) => avx2::q80::<4, VNNI>,
+            }
         }
 
         #[cfg(not(target_arch = "x86_64"))]
