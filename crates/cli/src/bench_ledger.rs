@@ -229,6 +229,7 @@ fn synthetic_receipt(validator: &SigningKey) -> Receipt {
         finish_reason: vouch_types::FinishReason::Length,
         sampling: vouch_types::Sampling::greedy(128),
         fingerprint: vouch_types::Fingerprint::empty("bench"),
+        trace: None,
         created_at: 0,
         provider: Hash32::default(),
         signature: String::new(),

@@ -103,9 +103,134 @@ pub fn verify(root_hash: &Hash32, leaf: &Hash32, proof: &Proof) -> bool {
     path.next().is_none() && acc == *root_hash
 }
 
+/// One level of a multiproof walk: for each known node `(index, hash)` (sorted), its
+/// sibling is either known too or comes from `sibling(index)`; returns the parents.
+fn level_up(
+    n: usize,
+    cur: &[(usize, Hash32)],
+    mut sibling: impl FnMut(usize) -> Option<Hash32>,
+) -> Option<Vec<(usize, Hash32)>> {
+    let mut next = Vec::with_capacity(cur.len());
+    let mut i = 0;
+    while i < cur.len() {
+        let (idx, h) = cur[i];
+        if idx % 2 == 0 {
+            if idx + 1 < n {
+                let r = if i + 1 < cur.len() && cur[i + 1].0 == idx + 1 {
+                    i += 1;
+                    cur[i].1
+                } else {
+                    sibling(idx + 1)?
+                };
+                next.push((idx / 2, node_hash(&h, &r)));
+            } else {
+                next.push((idx / 2, h));
+            }
+        } else {
+            let l = sibling(idx - 1)?;
+            next.push((idx / 2, node_hash(&l, &h)));
+        }
+        i += 1;
+    }
+    Some(next)
+}
+
+fn sorted_unique(indices: &[usize], n: usize) -> bool {
+    !indices.is_empty()
+        && indices.windows(2).all(|w| w[0] < w[1])
+        && indices.last().is_some_and(|&i| i < n)
+}
+
+/// Sibling hashes that, together with the leaves at `indices` (sorted, distinct), rebuild
+/// the root: one proof for many leaves, sharing every node they have in common (a range
+/// of `m` adjacent leaves needs about `2 log2 n` hashes, not `m log2 n`).
+pub fn prove_many(leaves: &[Hash32], indices: &[usize]) -> Option<Vec<Hash32>> {
+    if !sorted_unique(indices, leaves.len()) {
+        return None;
+    }
+    let mut level = leaves.to_vec();
+    let mut cur: Vec<(usize, Hash32)> = indices.iter().map(|&i| (i, leaves[i])).collect();
+    let mut proof = Vec::new();
+    while level.len() > 1 {
+        cur = level_up(level.len(), &cur, |j| {
+            proof.push(level[j]);
+            Some(level[j])
+        })?;
+        level = level
+            .chunks(2)
+            .map(|p| {
+                if p.len() == 2 {
+                    node_hash(&p[0], &p[1])
+                } else {
+                    p[0]
+                }
+            })
+            .collect();
+    }
+    Some(proof)
+}
+
+/// The root of an `n`-leaf tree from some of its leaves (`(index, hash)`, sorted by
+/// index, distinct) and the proof from [`prove_many`]. `None` when the proof does not fit
+/// (too short, too long, or indices out of order or range).
+pub fn root_from_many(n: usize, known: &[(usize, Hash32)], proof: &[Hash32]) -> Option<Hash32> {
+    let idx: Vec<usize> = known.iter().map(|k| k.0).collect();
+    if !sorted_unique(&idx, n) {
+        return None;
+    }
+    let mut it = proof.iter();
+    let mut cur = known.to_vec();
+    let mut level_n = n;
+    while level_n > 1 {
+        cur = level_up(level_n, &cur, |_| it.next().copied())?;
+        level_n = level_n.div_ceil(2);
+    }
+    if it.next().is_some() {
+        return None;
+    }
+    Some(cur[0].1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multiproofs_rebuild_the_root_and_reject_tampering() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for n in 1..=40usize {
+            let leaves: Vec<Hash32> = (0..n).map(|i| leaf_hash(&[i as u8, 1])).collect();
+            let r = root(&leaves);
+            for _ in 0..20 {
+                let mut idx: Vec<usize> = (0..n).filter(|_| rng.gen_bool(0.3)).collect();
+                if idx.is_empty() {
+                    idx.push(rng.gen_range(0..n));
+                }
+                let proof = prove_many(&leaves, &idx).unwrap();
+                let known: Vec<(usize, Hash32)> = idx.iter().map(|&i| (i, leaves[i])).collect();
+                assert_eq!(root_from_many(n, &known, &proof), Some(r), "n={n} {idx:?}");
+                // A changed leaf, a missing or extra proof hash: another root or none.
+                let mut bad = known.clone();
+                bad[0].1 = leaf_hash(b"other");
+                assert_ne!(root_from_many(n, &bad, &proof), Some(r));
+                if !proof.is_empty() {
+                    assert_eq!(root_from_many(n, &known, &proof[1..]), None);
+                }
+                let mut long = proof.clone();
+                long.push(r);
+                assert_eq!(root_from_many(n, &known, &long), None);
+            }
+            // A contiguous range costs about two paths, not one per leaf.
+            if n >= 16 {
+                let range: Vec<usize> = (0..n / 2).collect();
+                let p = prove_many(&leaves, &range).unwrap();
+                assert!(p.len() <= 2 * (usize::BITS - n.leading_zeros()) as usize);
+            }
+        }
+        assert!(prove_many(&[leaf_hash(b"a")], &[]).is_none());
+        assert!(prove_many(&[leaf_hash(b"a")], &[1]).is_none());
+    }
 
     #[test]
     fn every_leaf_proves_and_tampering_fails() {

@@ -5,6 +5,7 @@ use crate::llama::{KvCache, Llama, SeqStep};
 use crate::models::{self, ModelKind, ModelSpec};
 use crate::sampling;
 use crate::tokenizer::TextTokenizer;
+use crate::trace::{BatchHasher, TraceHashes, TraceValues};
 use crate::InferenceError;
 use candle_core::quantized::gguf_file;
 use std::path::Path;
@@ -41,6 +42,8 @@ pub struct Generation {
     pub prompt_len: usize,
     /// Final hidden states of positions `0 .. prompt_len + tokens.len() - 1`, flattened.
     pub hidden: Vec<f32>,
+    /// Leaf hashes of the execution trace over the same positions.
+    pub trace: TraceHashes,
 }
 
 /// The verifier's view of a (prompt, output) pair after one prefill.
@@ -243,6 +246,7 @@ impl ChatModel {
                 finish: FinishReason::Length,
                 prompt_len: r.prompt_ids.len(),
                 hidden: Vec::new(),
+                trace: TraceHashes::new(n_layer),
             })
             .collect();
         let mut done = vec![false; reqs.len()];
@@ -272,7 +276,26 @@ impl ChatModel {
                     caches[i] = KvCache::new(n_layer);
                 }
             }
+            let kv_dim = self.llama.cfg.kv_dim();
             let hidden = {
+                let mut spans = Vec::with_capacity(active.len());
+                let mut traces: Vec<&mut TraceHashes> = Vec::with_capacity(active.len());
+                for (g, (i, inp)) in out
+                    .iter_mut()
+                    .enumerate()
+                    .filter(|(i, _)| !done[*i])
+                    .zip(active.iter().zip(&inputs))
+                {
+                    debug_assert_eq!(g.0, *i);
+                    spans.push((caches[*i].len(), inp.len()));
+                    traces.push(&mut g.1.trace);
+                }
+                let mut hasher = BatchHasher {
+                    spans,
+                    out: traces,
+                    hidden: hd,
+                    kv_dim,
+                };
                 let mut cache_refs: Vec<&mut KvCache> = Vec::with_capacity(active.len());
                 let mut rest: &mut [KvCache] = &mut caches;
                 let mut offset = 0;
@@ -288,7 +311,7 @@ impl ChatModel {
                     .zip(inputs.iter())
                     .map(|(cache, tokens)| SeqStep { cache, tokens })
                     .collect();
-                self.llama.forward(&mut steps)?
+                self.llama.forward_tapped(&mut steps, &mut hasher)?
             };
             // Last row of each active sequence -> logits, in one matmul.
             let mut last_rows = Vec::with_capacity(active.len() * hd);
@@ -387,6 +410,60 @@ impl ChatModel {
             l0 += n;
         }
         Ok(out)
+    }
+
+    /// The full execution trace of `prompt` followed by `output[..n-1]`, by one prefill:
+    /// what a provider recomputes to open a challenged trace.
+    pub fn trace_values(
+        &mut self,
+        prompt: &[u32],
+        output: &[u32],
+    ) -> Result<TraceValues, InferenceError> {
+        if prompt.is_empty() || output.is_empty() {
+            return Err(InferenceError::InvalidRequest(
+                "empty prompt or output".into(),
+            ));
+        }
+        let mut all = prompt.to_vec();
+        all.extend_from_slice(&output[..output.len() - 1]);
+        let cfg = &self.llama.cfg;
+        let mut tv = TraceValues::new(cfg.n_layer, cfg.hidden, cfg.kv_dim());
+        let mut cache = self.llama.new_cache();
+        self.llama.forward_tapped(
+            &mut [SeqStep {
+                cache: &mut cache,
+                tokens: &all,
+            }],
+            &mut tv,
+        )?;
+        Ok(tv)
+    }
+
+    /// Recomputes layer `layer` at single positions (see [`Llama::recompute_layer`]).
+    pub fn recompute_layer(
+        &mut self,
+        layer: usize,
+        items: &[crate::llama::LayerInput<'_>],
+    ) -> Result<Vec<crate::llama::LayerOutput>, InferenceError> {
+        self.llama.recompute_layer(layer, items)
+    }
+
+    /// Logits from residual rows leaving the last layer.
+    pub fn head(&self, residual: &[f32]) -> Result<Vec<f32>, InferenceError> {
+        self.llama.head(residual)
+    }
+
+    /// The residual entering layer 0 for `token`.
+    pub fn embedding_row(&self, token: u32) -> Option<&[f32]> {
+        self.llama.embedding(token)
+    }
+
+    pub fn n_layer(&self) -> usize {
+        self.llama.cfg.n_layer
+    }
+
+    pub fn kv_dim(&self) -> usize {
+        self.llama.cfg.kv_dim()
     }
 
     /// Benchmark helper: prefills `prompt` then decodes exactly `n` greedy tokens, never

@@ -9,6 +9,7 @@
 //! - [`embed`]: MiniLM sentence embeddings (mean pooling, L2 norm).
 //! - [`sampling`]: the seeded sampling rule and its checker.
 //! - [`fingerprint`]: the top-k polynomial commitment to hidden states.
+//! - [`trace`]: the execution trace (residuals, keys, values) a spot-check audit opens.
 
 pub mod chat;
 pub mod embed;
@@ -18,6 +19,7 @@ pub mod models;
 pub mod q4;
 pub mod sampling;
 pub mod tokenizer;
+pub mod trace;
 
 use std::path::PathBuf;
 

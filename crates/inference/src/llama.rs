@@ -164,6 +164,51 @@ impl KvCache {
     }
 }
 
+impl LlamaConfig {
+    /// Width of one position's key (or value) row.
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_head * self.head_dim
+    }
+}
+
+/// Sees the intermediate values of a forward pass (see [`Llama::forward_tapped`]). Rows
+/// come in batch order: sequence by sequence, new tokens in order.
+pub trait TraceTap {
+    /// The residual stream entering layer `layer`, `[rows * hidden]`; `layer == n_layer`
+    /// is the residual leaving the last layer (before the final norm).
+    fn residual(&mut self, layer: usize, x: &[f32]);
+    /// Keys (after the rotary embedding) and values of layer `layer`, `[rows * kv_dim]`.
+    fn kv(&mut self, layer: usize, k: &[f32], v: &[f32]);
+}
+
+/// A tap that looks at nothing.
+pub struct NoTap;
+
+impl TraceTap for NoTap {
+    fn residual(&mut self, _: usize, _: &[f32]) {}
+    fn kv(&mut self, _: usize, _: &[f32], _: &[f32]) {}
+}
+
+/// One position to recompute in [`Llama::recompute_layer`].
+#[derive(Debug, Clone, Copy)]
+pub struct LayerInput<'a> {
+    pub pos: usize,
+    /// Residual entering the layer at `pos`.
+    pub x: &'a [f32],
+    /// Keys and values of the layer at positions `0..pos`, `[pos * kv_dim]` each.
+    pub k_prev: &'a [f32],
+    pub v_prev: &'a [f32],
+}
+
+/// What [`Llama::recompute_layer`] computes for one position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerOutput {
+    /// Residual leaving the layer.
+    pub x: Vec<f32>,
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+}
+
 /// New tokens for one sequence in a ragged batch.
 #[derive(Debug)]
 pub struct SeqStep<'a> {
@@ -425,9 +470,18 @@ impl Llama {
     /// Returns the final (normed) hidden states of all new tokens, concatenated in
     /// sequence order, `[total_new_tokens * hidden]`.
     pub fn forward(&mut self, steps: &mut [SeqStep<'_>]) -> Result<Vec<f32>, InferenceError> {
+        self.forward_tapped(steps, &mut NoTap)
+    }
+
+    /// [`Llama::forward`], showing `tap` the residual stream entering every layer (and
+    /// leaving the last one) and every layer's keys and values: what a trace commits to.
+    pub fn forward_tapped(
+        &mut self,
+        steps: &mut [SeqStep<'_>],
+        tap: &mut dyn TraceTap,
+    ) -> Result<Vec<f32>, InferenceError> {
         let cfg = self.cfg.clone();
-        let (h, hd) = (cfg.hidden, cfg.head_dim);
-        let kv_dim = cfg.n_kv_head * hd;
+        let h = cfg.hidden;
         let n: usize = steps.iter().map(|s| s.tokens.len()).sum();
         if n == 0 {
             return Ok(Vec::new());
@@ -459,99 +513,213 @@ impl Llama {
             }
         }
         let mut xn = vec![0f32; n * h];
-        let group = cfg.n_head / cfg.n_kv_head;
-        let scale = 1.0 / (hd as f32).sqrt();
-        for (li, layer) in self.layers.iter().enumerate() {
-            rms_norm(&x, &layer.attn_norm, cfg.rms_eps, &mut xn);
-            let xq = Q8Rows::quantize(&xn, h);
-            let mut qkv = layer.qkv.forward(&xn, &xq, n, h)?.into_iter();
-            let (mut q, mut k, v) = match (qkv.next(), qkv.next(), qkv.next()) {
-                (Some(q), Some(k), Some(v)) => (q, k, v),
-                _ => unreachable!("three projections"),
-            };
-            for (r, &pos) in positions.iter().enumerate() {
-                self.rope(&mut q[r * h..(r + 1) * h], pos);
-                self.rope(&mut k[r * kv_dim..(r + 1) * kv_dim], pos);
-            }
-            // Append keys/values, then attend, one sequence at a time.
-            let mut attn = vec![0f32; n * h];
-            let mut row0 = 0;
-            for s in steps.iter_mut() {
-                let m = s.tokens.len();
-                let start = s.cache.len;
-                s.cache.k[li].extend_from_slice(&k[row0 * kv_dim..(row0 + m) * kv_dim]);
-                s.cache.v[li].extend_from_slice(&v[row0 * kv_dim..(row0 + m) * kv_dim]);
-                let kc = &s.cache.k[li];
-                let vc = &s.cache.v[li];
-                let out = &mut attn[row0 * h..(row0 + m) * h];
-                let qs = &q[row0 * h..(row0 + m) * h];
-                let work = |(idx, o): (usize, &mut [f32])| {
-                    let (r, head) = (idx / cfg.n_head, idx % cfg.n_head);
-                    let kvh = head / group;
-                    let qh = &qs[r * h + head * hd..r * h + (head + 1) * hd];
-                    let upto = start + r + 1;
-                    let mut scores = Vec::with_capacity(upto);
-                    let mut mx = f32::NEG_INFINITY;
-                    for j in 0..upto {
-                        let kj = &kc[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
-                        let sc = dot(qh, kj) * scale;
-                        mx = mx.max(sc);
-                        scores.push(sc);
-                    }
-                    for sc in scores.iter_mut() {
-                        *sc = exp(*sc - mx);
-                    }
-                    let mut sum = 0f32;
-                    for sc in &scores {
-                        sum += sc;
-                    }
-                    let inv = 1.0 / sum;
-                    o.fill(0.0);
-                    for (j, p) in scores.iter().enumerate() {
-                        let vj = &vc[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
-                        let p = p * inv;
-                        for (od, vd) in o.iter_mut().zip(vj) {
-                            *od += p * vd;
-                        }
-                    }
-                };
-                let chunks = out.chunks_mut(hd).enumerate();
-                // Heads in parallel once the keys to score are worth a hand-off (a decode
-                // step with a few hundred positions already is). Each head's sums run in
-                // the same order either way.
-                if m * (start + m) * cfg.n_head > 2048 {
-                    chunks.collect::<Vec<_>>().into_par_iter().for_each(work);
-                } else {
-                    chunks.for_each(work);
-                }
-                row0 += m;
-            }
-            let o = layer.wo.forward(&attn, &Q8Rows::quantize(&attn, h), n, h)?;
-            for (xv, ov) in x.iter_mut().zip(&o) {
-                *xv += ov;
-            }
-            rms_norm(&x, &layer.ffn_norm, cfg.rms_eps, &mut xn);
-            let xq = Q8Rows::quantize(&xn, h);
-            let mut gu = layer.gate_up.forward(&xn, &xq, n, h)?.into_iter();
-            let (gate, mut up) = match (gu.next(), gu.next()) {
-                (Some(g), Some(u)) => (g, u),
-                _ => unreachable!("two projections"),
-            };
-            for (u, g) in up.iter_mut().zip(&gate) {
-                *u *= g / (1.0 + exp(-g));
-            }
-            let down = layer
-                .w_down
-                .forward(&up, &Q8Rows::quantize(&up, cfg.ffn), n, cfg.ffn)?;
-            for (xv, dv) in x.iter_mut().zip(&down) {
-                *xv += dv;
-            }
+        for li in 0..cfg.n_layer {
+            tap.residual(li, &x);
+            self.layer(li, &mut x, &mut xn, &positions, steps, tap)?;
         }
+        tap.residual(cfg.n_layer, &x);
         for s in steps.iter_mut() {
             s.cache.len += s.tokens.len();
         }
         rms_norm(&x, &self.norm, cfg.rms_eps, &mut xn);
         Ok(xn)
+    }
+
+    /// One decoder layer over the rows `x` (one per new token, sequence by sequence, at
+    /// `positions`): appends their keys and values to layer `li` of each sequence's cache
+    /// (whose `len` is the number of positions before the new ones) and adds the layer's
+    /// output to `x`. Only `tokens.len()` of each step is read.
+    fn layer(
+        &self,
+        li: usize,
+        x: &mut [f32],
+        xn: &mut [f32],
+        positions: &[usize],
+        steps: &mut [SeqStep<'_>],
+        tap: &mut dyn TraceTap,
+    ) -> Result<(), InferenceError> {
+        let cfg = &self.cfg;
+        let layer = &self.layers[li];
+        let (h, hd) = (cfg.hidden, cfg.head_dim);
+        let kv_dim = cfg.n_kv_head * hd;
+        let n = positions.len();
+        let group = cfg.n_head / cfg.n_kv_head;
+        let scale = 1.0 / (hd as f32).sqrt();
+        rms_norm(x, &layer.attn_norm, cfg.rms_eps, xn);
+        let xq = Q8Rows::quantize(xn, h);
+        let mut qkv = layer.qkv.forward(xn, &xq, n, h)?.into_iter();
+        let (mut q, mut k, v) = match (qkv.next(), qkv.next(), qkv.next()) {
+            (Some(q), Some(k), Some(v)) => (q, k, v),
+            _ => unreachable!("three projections"),
+        };
+        for (r, &pos) in positions.iter().enumerate() {
+            self.rope(&mut q[r * h..(r + 1) * h], pos);
+            self.rope(&mut k[r * kv_dim..(r + 1) * kv_dim], pos);
+        }
+        tap.kv(li, &k, &v);
+        // Append keys/values, then attend, one sequence at a time.
+        let mut attn = vec![0f32; n * h];
+        let mut row0 = 0;
+        for s in steps.iter_mut() {
+            let m = s.tokens.len();
+            let start = s.cache.len;
+            s.cache.k[li].truncate(start * kv_dim);
+            s.cache.v[li].truncate(start * kv_dim);
+            if s.cache.k[li].len() != start * kv_dim || s.cache.v[li].len() != start * kv_dim {
+                return Err(InferenceError::InvalidRequest(format!(
+                    "layer {li} cache holds fewer than {start} positions"
+                )));
+            }
+            s.cache.k[li].extend_from_slice(&k[row0 * kv_dim..(row0 + m) * kv_dim]);
+            s.cache.v[li].extend_from_slice(&v[row0 * kv_dim..(row0 + m) * kv_dim]);
+            let kc = &s.cache.k[li];
+            let vc = &s.cache.v[li];
+            let out = &mut attn[row0 * h..(row0 + m) * h];
+            let qs = &q[row0 * h..(row0 + m) * h];
+            let work = |(idx, o): (usize, &mut [f32])| {
+                let (r, head) = (idx / cfg.n_head, idx % cfg.n_head);
+                let kvh = head / group;
+                let qh = &qs[r * h + head * hd..r * h + (head + 1) * hd];
+                let upto = start + r + 1;
+                let mut scores = Vec::with_capacity(upto);
+                let mut mx = f32::NEG_INFINITY;
+                for j in 0..upto {
+                    let kj = &kc[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
+                    let sc = dot(qh, kj) * scale;
+                    mx = mx.max(sc);
+                    scores.push(sc);
+                }
+                for sc in scores.iter_mut() {
+                    *sc = exp(*sc - mx);
+                }
+                let mut sum = 0f32;
+                for sc in &scores {
+                    sum += sc;
+                }
+                let inv = 1.0 / sum;
+                o.fill(0.0);
+                for (j, p) in scores.iter().enumerate() {
+                    let vj = &vc[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
+                    let p = p * inv;
+                    for (od, vd) in o.iter_mut().zip(vj) {
+                        *od += p * vd;
+                    }
+                }
+            };
+            let chunks = out.chunks_mut(hd).enumerate();
+            // Heads in parallel once the keys to score are worth a hand-off (a decode
+            // step with a few hundred positions already is). Each head's sums run in
+            // the same order either way.
+            if m * (start + m) * cfg.n_head > 2048 {
+                chunks.collect::<Vec<_>>().into_par_iter().for_each(work);
+            } else {
+                chunks.for_each(work);
+            }
+            row0 += m;
+        }
+        let o = layer.wo.forward(&attn, &Q8Rows::quantize(&attn, h), n, h)?;
+        for (xv, ov) in x.iter_mut().zip(&o) {
+            *xv += ov;
+        }
+        rms_norm(x, &layer.ffn_norm, cfg.rms_eps, xn);
+        let xq = Q8Rows::quantize(xn, h);
+        let mut gu = layer.gate_up.forward(xn, &xq, n, h)?.into_iter();
+        let (gate, mut up) = match (gu.next(), gu.next()) {
+            (Some(g), Some(u)) => (g, u),
+            _ => unreachable!("two projections"),
+        };
+        for (u, g) in up.iter_mut().zip(&gate) {
+            *u *= g / (1.0 + exp(-g));
+        }
+        let down = layer
+            .w_down
+            .forward(&up, &Q8Rows::quantize(&up, cfg.ffn), n, cfg.ffn)?;
+        for (xv, dv) in x.iter_mut().zip(&down) {
+            *xv += dv;
+        }
+        Ok(())
+    }
+
+    /// Recomputes layer `li` for single positions, as a spot check does: each item gives
+    /// the residual entering the layer at `pos` and the keys and values of that layer at
+    /// positions `0..pos` (`pos * kv_dim` values each). All items run in one ragged batch,
+    /// through the same code as [`Llama::forward`], so an honest trace is reproduced to
+    /// the bit. Returns, per item, the residual leaving the layer and the position's own
+    /// key and value rows.
+    pub fn recompute_layer(
+        &mut self,
+        li: usize,
+        items: &[LayerInput<'_>],
+    ) -> Result<Vec<LayerOutput>, InferenceError> {
+        let cfg = self.cfg.clone();
+        let kv_dim = cfg.n_kv_head * cfg.head_dim;
+        if li >= cfg.n_layer {
+            return Err(InferenceError::InvalidRequest(format!(
+                "layer {li} of {}",
+                cfg.n_layer
+            )));
+        }
+        let mut max_pos = 0;
+        for it in items {
+            if it.x.len() != cfg.hidden
+                || it.k_prev.len() != it.pos * kv_dim
+                || it.v_prev.len() != it.pos * kv_dim
+                || it.pos >= cfg.context
+            {
+                return Err(InferenceError::InvalidRequest(format!(
+                    "layer input at position {} has the wrong shape",
+                    it.pos
+                )));
+            }
+            max_pos = max_pos.max(it.pos + 1);
+        }
+        self.ensure_rope(max_pos);
+        let mut caches: Vec<KvCache> = items
+            .iter()
+            .map(|it| {
+                let mut c = KvCache::new(cfg.n_layer);
+                c.k[li] = it.k_prev.to_vec();
+                c.v[li] = it.v_prev.to_vec();
+                c.len = it.pos;
+                c
+            })
+            .collect();
+        let one = [0u32];
+        let mut steps: Vec<SeqStep<'_>> = caches
+            .iter_mut()
+            .map(|cache| SeqStep {
+                cache,
+                tokens: &one,
+            })
+            .collect();
+        let positions: Vec<usize> = items.iter().map(|it| it.pos).collect();
+        let mut x: Vec<f32> = items.iter().flat_map(|it| it.x.iter().copied()).collect();
+        let mut xn = vec![0f32; x.len()];
+        self.layer(li, &mut x, &mut xn, &positions, &mut steps, &mut NoTap)?;
+        Ok(items
+            .iter()
+            .enumerate()
+            .map(|(i, it)| LayerOutput {
+                x: x[i * cfg.hidden..(i + 1) * cfg.hidden].to_vec(),
+                k: caches[i].k[li][it.pos * kv_dim..].to_vec(),
+                v: caches[i].v[li][it.pos * kv_dim..].to_vec(),
+            })
+            .collect())
+    }
+
+    /// Logits from residual rows leaving the last layer (final norm, then the output
+    /// matrix): the sampling step of a trace.
+    pub fn head(&self, residual: &[f32]) -> Result<Vec<f32>, InferenceError> {
+        let mut xn = vec![0f32; residual.len()];
+        rms_norm(residual, &self.norm, self.cfg.rms_eps, &mut xn);
+        self.logits(&xn)
+    }
+
+    /// The embedding row of `token` (the residual entering layer 0).
+    pub fn embedding(&self, token: u32) -> Option<&[f32]> {
+        let h = self.cfg.hidden;
+        let t = token as usize;
+        (t < self.cfg.vocab).then(|| &self.embed[t * h..(t + 1) * h])
     }
 
     /// Logits for `rows` hidden states, `[rows * vocab]`.

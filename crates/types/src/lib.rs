@@ -12,7 +12,7 @@ pub use encoding::{DecodeError, Decoder, Encoder};
 pub use ids::{ContentId, Hash32, IdParseError};
 pub use receipt::{
     ChunkProof, EmbeddingOutput, Fingerprint, FinishReason, Receipt, ReceiptKind, Sampling,
-    SignedBody, RECEIPT_VERSION,
+    SignedBody, TraceCommitment, RECEIPT_VERSION,
 };
 pub use receipt::{Inclusion, InclusionProof};
 pub use tx::{Action, Address, Block, Certificate, Header, Tx, Vote};

@@ -176,6 +176,19 @@ impl Fingerprint {
     }
 }
 
+/// Commitment to a generation's execution trace (residual stream and key/value rows per
+/// layer and position), which spot-check audits open at random points. See
+/// `docs/verification.md` ("Spot checks").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceCommitment {
+    pub scheme: String,
+    /// Decoder layers of the model.
+    pub layers: u32,
+    /// Positions covered: the prompt and every output token but the last.
+    pub positions: u32,
+    pub root: Hash32,
+}
+
 /// An embedding result carried in a receipt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EmbeddingOutput {
@@ -209,6 +222,10 @@ pub struct Receipt {
     pub finish_reason: FinishReason,
     pub sampling: Sampling,
     pub fingerprint: Fingerprint,
+    /// Present when the provider committed to its execution trace: the receipt can then
+    /// be audited by spot checks as well as by re-execution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceCommitment>,
     /// Unix seconds, supplied by the caller's clock.
     pub created_at: u64,
     /// Provider's ed25519 public key, hex.
@@ -287,6 +304,14 @@ impl Receipt {
             .fixed(self.fingerprint.hash().as_bytes())
             .u64(self.created_at)
             .fixed(self.provider.as_bytes());
+        // Appended only when present, so receipts without a trace keep their ids.
+        if let Some(t) = &self.trace {
+            e.u8(1)
+                .str(&t.scheme)
+                .u32(t.layers)
+                .u32(t.positions)
+                .fixed(t.root.as_bytes());
+        }
         SignedBody(e.finish())
     }
 

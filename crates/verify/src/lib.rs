@@ -3,6 +3,8 @@
 //!
 //! - [`attest`]: the provider side, running a model and producing a signed receipt.
 //! - [`check_fast`]: signature, hashes and structure; no model needed (microseconds).
+//! - [`spot`]: spot-check audits over a committed execution trace (about 1% of the
+//!   generation's cost instead of a full prefill).
 //! - [`check_reexecute`]: one batched prefill over prompt + output recomputes the hidden
 //!   states and logits; the fingerprint must match within tolerance and the sampling rule
 //!   with the recorded seed must give every output token. The provider's numbers are
@@ -10,6 +12,7 @@
 
 pub mod attest;
 pub mod inclusion;
+pub mod spot;
 pub use inclusion::{check_inclusion, InclusionError, InclusionReport};
 
 use std::time::Instant;
@@ -71,6 +74,10 @@ pub enum VerifyError {
     },
     #[error("embedding differs from the recomputed one by {max_diff:.2e} (tolerance {EMBEDDING_TOLERANCE:.0e})")]
     Embedding { max_diff: f32 },
+    #[error("trace: {0}")]
+    Trace(String),
+    #[error("spot check failed at {what}: {detail}; this output was not produced by this model from this prompt")]
+    SpotCheck { what: String, detail: String },
     #[error("re-execution failed: {0}")]
     Engine(#[from] vouch_inference::InferenceError),
 }
