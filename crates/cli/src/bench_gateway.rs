@@ -168,6 +168,7 @@ pub fn run(home: &Path, a: GatewayBenchArgs) -> Result<()> {
         provider: Some((SigningKey::from_bytes(&keys.provider.to_bytes())?, model)),
         embedder: None,
         audit: false,
+        audit_mode: Default::default(),
         faucet: Some(SigningKey::from_bytes(&keys.faucet.to_bytes())?),
         admin_token: Some(admin.into()),
         queue_depth: a.queue_depth,

@@ -142,6 +142,7 @@ pub fn run(home: &std::path::Path, a: NetworkBenchArgs) -> Result<()> {
                 provider: None,
                 embedder: None,
                 audit: false,
+                audit_mode: Default::default(),
                 faucet: None,
                 admin_token: None,
                 queue_depth: 1,
@@ -384,6 +385,7 @@ fn run_model(home: &std::path::Path, a: &NetworkBenchArgs) -> Result<()> {
                 )),
                 embedder: None,
                 audit: false,
+                audit_mode: Default::default(),
                 faucet: (i == 0)
                     .then(|| SigningKey::from_bytes(&k.faucet.to_bytes()))
                     .transpose()?,

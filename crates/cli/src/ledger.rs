@@ -46,6 +46,11 @@ pub struct UpArgs {
     /// Serve jobs but do not audit them.
     #[arg(long, env = "VOUCH_NO_AUDIT")]
     pub no_audit: bool,
+    /// How audits check generations: `spot` (spot checks over the committed trace,
+    /// about 1% of the generation's cost) or `reexec` (re-run the whole answer)
+    /// [default: spot].
+    #[arg(long, env = "VOUCH_AUDIT_MODE")]
+    pub audit_mode: Option<vouch_node::validator::AuditMode>,
     /// Jobs the provider keeps running or waiting; more get 429 with Retry-After
     /// [default: 16].
     #[arg(long, env = "VOUCH_QUEUE_DEPTH")]
@@ -94,6 +99,7 @@ pub struct UpSettings {
     pub data: PathBuf,
     pub no_provider: bool,
     pub no_audit: bool,
+    pub audit_mode: vouch_node::validator::AuditMode,
     pub queue_depth: usize,
     pub log_format: LogFormat,
     pub log: String,
@@ -129,6 +135,7 @@ impl UpArgs {
             data,
             no_provider: self.no_provider || f.no_provider.unwrap_or(false),
             no_audit: self.no_audit || f.no_audit.unwrap_or(false),
+            audit_mode: self.audit_mode.unwrap_or_default(),
             queue_depth: self
                 .queue_depth
                 .or(f.queue_depth)
@@ -281,6 +288,7 @@ fn launch(home: &Path, a: UpSettings, net: Option<Net>) -> Result<()> {
         provider,
         embedder,
         audit,
+        audit_mode: a.audit_mode,
         faucet: if following {
             None
         } else {
@@ -377,6 +385,9 @@ pub struct NodeArgs {
     /// Serve jobs but do not audit them.
     #[arg(long)]
     pub no_audit: bool,
+    /// How audits check generations: spot or reexec [default: spot].
+    #[arg(long)]
+    pub audit_mode: Option<vouch_node::validator::AuditMode>,
     /// Least time between blocks in milliseconds [default: 100].
     #[arg(long)]
     pub block_interval_ms: Option<u64>,
@@ -439,6 +450,7 @@ pub fn node(home: &Path, a: NodeArgs) -> Result<()> {
         data: Some(data),
         no_provider: !a.provider,
         no_audit: a.no_audit,
+        audit_mode: a.audit_mode,
         queue_depth: a.queue_depth,
         log_format: a.log_format,
         ..Default::default()

@@ -1,6 +1,7 @@
 //! The vouch command: fetch models, infer with a receipt, verify receipts, embed, benchmark.
 
 mod bench;
+mod bench_audit;
 mod bench_gateway;
 mod bench_ledger;
 mod bench_network;
@@ -109,6 +110,9 @@ enum Cmd {
 enum BenchCmd {
     /// Decode/prefill speed against llama.cpp, verification cost, proof size.
     Engine(bench::BenchArgs),
+    /// Spot-check audits: auditor time and bytes for k = 16, 64, 256 checks against
+    /// generation and re-execution; the provider's cost of committing to its trace.
+    Audit(bench_audit::AuditBenchArgs),
     /// Ledger throughput, receipt light-check time, block commit latency.
     Ledger(bench_ledger::LedgerBenchArgs),
     /// Gateway overhead over the bare engine (p50/p99) and a bounded load run, against a
@@ -256,6 +260,9 @@ fn main() -> ExitCode {
         Cmd::Bench {
             cmd: BenchCmd::Engine(a),
         } => bench::run(&home, a),
+        Cmd::Bench {
+            cmd: BenchCmd::Audit(a),
+        } => bench_audit::run(&home, a),
         Cmd::Bench {
             cmd: BenchCmd::Ledger(a),
         } => bench_ledger::run(a),

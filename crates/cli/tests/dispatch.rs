@@ -22,6 +22,20 @@ fn job_events(url: &str, job: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// Sum of a counter (`name{labels}`) over the nodes that answer.
+fn counter(urls: &[String], series: &str) -> u64 {
+    urls.iter()
+        .filter_map(|u| agent().get(&format!("{u}/metrics")).call().ok())
+        .filter_map(|mut r| r.body_mut().read_to_string().ok())
+        .flat_map(|text| {
+            text.lines()
+                .filter(|l| l.starts_with(series))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 fn has_event(events: &[Value], name: &str) -> bool {
     events.iter().any(|e| e.to_string().contains(name))
 }
@@ -163,6 +177,18 @@ fn a_gateway_spreads_jobs_and_fails_over_when_a_provider_dies() {
         assert!(!text.contains("\"pass\":false"), "job {j}: {text}");
         assert!(!text.to_lowercase().contains("slash"), "job {j}: {text}");
     }
+    // The audits were spot checks: each auditor fetched the provider's trace opening over
+    // the p2p link from another node (an auditor never audits its own node's provider).
+    let spot_pass = counter(
+        &urls,
+        "vouch_audit_runs_total{mode=\"spot\",result=\"pass\"}",
+    );
+    let spot_fail = counter(
+        &urls,
+        "vouch_audit_runs_total{mode=\"spot\",result=\"fail\"}",
+    );
+    assert!(spot_pass >= 1, "no spot-check audit ran");
+    assert_eq!(spot_fail, 0, "an honest job failed a spot check");
     wait_until(
         "the dead provider's escrow expires",
         Duration::from_secs(60),

@@ -348,6 +348,14 @@ fn up_infer_verify_escrow_audit_settle() {
     );
     let audited = &history[2][1];
     assert_eq!(audited["pass"], true);
+    // The audit was a spot check over the receipt's committed trace.
+    assert!(r.trace.is_some(), "receipts commit to their trace");
+    let mut resp = agent().get(&format!("{n}/metrics")).call().unwrap();
+    let text = resp.body_mut().read_to_string().unwrap();
+    assert!(
+        text.contains("vouch_audit_runs_total{mode=\"spot\",result=\"pass\"}"),
+        "{text}"
+    );
     assert_eq!(
         audited["auditor"].as_str().unwrap(),
         keys.validator.public().to_hex()

@@ -63,6 +63,9 @@ pub struct ChatModel {
     name: String,
     system_default: Option<String>,
     stop: Vec<u32>,
+    /// Whether generation hashes its execution trace (on unless a benchmark turns it off
+    /// to measure what it costs).
+    trace: bool,
 }
 
 impl std::fmt::Debug for ChatModel {
@@ -142,6 +145,7 @@ impl ChatModel {
                 .to_string(),
             system_default,
             stop,
+            trace: true,
         })
     }
 
@@ -163,6 +167,12 @@ impl ChatModel {
     pub fn vocab(&self) -> usize {
         self.llama.cfg.vocab
     }
+    /// Turns trace hashing during generation on or off. Off, generations carry no trace
+    /// and their receipts cannot be spot-checked (re-execution still works).
+    pub fn set_trace(&mut self, on: bool) {
+        self.trace = on;
+    }
+
     pub fn is_stop(&self, t: u32) -> bool {
         self.stop.contains(&t)
     }
@@ -311,7 +321,11 @@ impl ChatModel {
                     .zip(inputs.iter())
                     .map(|(cache, tokens)| SeqStep { cache, tokens })
                     .collect();
-                self.llama.forward_tapped(&mut steps, &mut hasher)?
+                if self.trace {
+                    self.llama.forward_tapped(&mut steps, &mut hasher)?
+                } else {
+                    self.llama.forward(&mut steps)?
+                }
             };
             // Last row of each active sequence -> logits, in one matmul.
             let mut last_rows = Vec::with_capacity(active.len() * hd);

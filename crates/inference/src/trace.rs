@@ -22,8 +22,13 @@ use vouch_types::Hash32;
 pub const RESIDUAL_DOMAIN: &str = "vouch 2026 trace residual v1";
 pub const KV_DOMAIN: &str = "vouch 2026 trace kv v1";
 
-fn bytes_of(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+/// The little-endian bytes of `values` (borrowed as they are on little-endian machines).
+fn bytes_of(values: &[f32]) -> std::borrow::Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        std::borrow::Cow::Borrowed(bytemuck::cast_slice(values))
+    } else {
+        std::borrow::Cow::Owned(values.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
 }
 
 /// Leaf hash of the residual row entering `layer` at `pos`.

@@ -11,7 +11,9 @@
 //!   it, then sends `ask` with the signed escrow and the input; the provider checks it like
 //!   any job request, answers `chunk`s as tokens come, a `beat` every second while it
 //!   works, then `done` with the signed receipt (or `fail`);
-//! - validators ask a job's provider for the receipt body (`get_receipt`) to audit it.
+//! - validators ask a job's provider for the receipt body (`get_receipt`) to audit it,
+//!   and, for a spot check, for the opening of its trace at the challenges the chain fixed
+//!   (`get_opening`, answered in `opening` parts of at most [`OPENING_PART`] bytes).
 //!
 //! The escrow is on its way to a block before any provider is asked, so a provider that
 //! dies leaves an escrow that expires and is refunded (`job_timeout_ms`), and its capacity
@@ -47,6 +49,12 @@ pub const BACKOFF: Duration = Duration::from_secs(30);
 pub const MAX_ATTEMPTS: usize = 3;
 /// Largest message this protocol sends (the p2p limit is larger).
 const MAX_WIRE: usize = 4 << 20;
+/// Bytes of a trace opening per `opening` message (hex doubles them).
+pub const OPENING_PART: usize = 1 << 20;
+/// How long an auditor waits for a trace opening (the provider recomputes its trace).
+pub const OPENING_WAIT: Duration = Duration::from_secs(60);
+/// Most parts an opening may come in (256 MiB).
+const MAX_OPENING_PARTS: usize = 256;
 const HELLO_DOMAIN: &str = "vouch 2026 provider hello v1";
 
 /// One message of the dispatch protocol.
@@ -90,6 +98,19 @@ pub enum Wire {
     Receipt {
         id: Hash32,
         receipt: Option<Box<Receipt>>,
+    },
+    /// An auditor asks the provider of `job` to open its trace at the job's challenges.
+    GetOpening {
+        job: Hash32,
+    },
+    /// Part `part` of `parts` of the opening (hex), or why there is none.
+    Opening {
+        job: Hash32,
+        part: u32,
+        parts: u32,
+        data: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
     },
 }
 
@@ -192,6 +213,8 @@ struct Inner {
     remotes: HashMap<Hash32, Remote>,
     pending: HashMap<u64, mpsc::UnboundedSender<Wire>>,
     receipts: HashMap<Hash32, Vec<oneshot::Sender<Option<Receipt>>>>,
+    /// Trace openings being received, by job.
+    openings: HashMap<Hash32, mpsc::UnboundedSender<Wire>>,
     /// Local provider: smoothed ms per token (for ranking it against remotes).
     local_ms_per_token: Option<f64>,
 }
@@ -227,6 +250,7 @@ impl Dispatch {
                 remotes: HashMap::new(),
                 pending: HashMap::new(),
                 receipts: HashMap::new(),
+                openings: HashMap::new(),
                 local_ms_per_token: None,
             }),
         });
@@ -323,6 +347,16 @@ impl Dispatch {
                 let receipt = receipt.map(|b| *b).filter(|r| r.id() == id);
                 for w in waiters {
                     let _ = w.send(receipt.clone());
+                }
+            }
+            Wire::GetOpening { job } => {
+                let me = self.clone();
+                tokio::spawn(async move { me.serve_opening(peer, job).await });
+            }
+            Wire::Opening { job, .. } => {
+                let tx = self.lock().openings.get(&job).cloned();
+                if let Some(tx) = tx {
+                    let _ = tx.send(m);
                 }
             }
             Wire::Chunk { id, .. }
@@ -653,6 +687,127 @@ impl Dispatch {
             .ok()
             .and_then(Result::ok)
             .flatten()
+    }
+
+    /// Asks the node serving `provider` to open its trace for `job` (a spot-check audit);
+    /// returns the opening's bytes.
+    pub async fn fetch_opening(&self, provider: &Hash32, job: &Hash32) -> Result<Vec<u8>, String> {
+        let peer = self
+            .lock()
+            .remotes
+            .get(provider)
+            .map(|r| r.peer)
+            .ok_or("the provider's node is not connected")?;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.lock().openings.insert(*job, tx);
+        self.send(Some(peer), &Wire::GetOpening { job: *job });
+        let collect = async {
+            let mut parts: Vec<Option<Vec<u8>>> = Vec::new();
+            while let Some(m) = rx.recv().await {
+                let Wire::Opening {
+                    part,
+                    parts: n,
+                    data,
+                    error,
+                    ..
+                } = m
+                else {
+                    continue;
+                };
+                if let Some(e) = error {
+                    return Err(e);
+                }
+                let n = n as usize;
+                if n == 0 || n > MAX_OPENING_PARTS || (part as usize) >= n {
+                    return Err("malformed opening part".to_string());
+                }
+                if parts.is_empty() {
+                    parts = vec![None; n];
+                } else if parts.len() != n {
+                    return Err("opening parts disagree on their count".to_string());
+                }
+                parts[part as usize] =
+                    Some(hex::decode(&data).map_err(|_| "opening part is not hex".to_string())?);
+                if parts.iter().all(Option::is_some) {
+                    return Ok(parts.into_iter().flatten().flatten().collect());
+                }
+            }
+            Err("the provider's node went away".to_string())
+        };
+        let out = tokio::time::timeout(OPENING_WAIT, collect)
+            .await
+            .unwrap_or_else(|_| Err("the provider did not open its trace in time".to_string()));
+        self.lock().openings.remove(job);
+        out
+    }
+
+    /// Opens this node's provider's trace for `job` at the challenges the chain fixed for
+    /// it, if the job is under audit or dispute; otherwise says why not.
+    async fn serve_opening(self: Arc<Self>, peer: Hash32, job: Hash32) {
+        let reply = |part: u32, parts: u32, data: String, error: Option<String>| Wire::Opening {
+            job,
+            part,
+            parts,
+            data,
+            error,
+        };
+        let result = self.open_for(&job).await;
+        match result {
+            Ok(bytes) => {
+                let parts = bytes.len().div_ceil(OPENING_PART).max(1);
+                for (i, chunk) in bytes.chunks(OPENING_PART).enumerate() {
+                    self.send(
+                        Some(peer),
+                        &reply(i as u32, parts as u32, hex::encode(chunk), None),
+                    );
+                }
+            }
+            Err(e) => {
+                self.send(Some(peer), &reply(0, 0, String::new(), Some(e)));
+            }
+        }
+    }
+
+    async fn open_for(&self, job: &Hash32) -> Result<Vec<u8>, String> {
+        let p = self.provider.clone().ok_or("this node serves no jobs")?;
+        let (rid, under_audit) = {
+            let st = self.chain.state();
+            let j = st.jobs.get(job).ok_or("no such job in flight")?;
+            if j.provider != p.key.public() {
+                return Err("the job is not this node's provider's".into());
+            }
+            let rid = j
+                .result
+                .as_ref()
+                .map(|r| r.receipt)
+                .ok_or("job not committed")?;
+            (
+                rid,
+                j.audit_selected || j.status == vouch_state::JobStatus::Disputed,
+            )
+        };
+        if !under_audit {
+            return Err("the job was not selected for audit".into());
+        }
+        let bytes = self
+            .chain
+            .store()
+            .receipt(&rid)
+            .map_err(|e| e.to_string())?
+            .ok_or("receipt not kept")?;
+        let r: Receipt = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+        let checks = crate::validator::spot_challenges(&self.chain, &r)?;
+        // One opening at a time: it is a prefill on the model that also serves jobs.
+        let _permit = p.queue.acquire().await.map_err(|e| e.to_string())?;
+        let model = p.model.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut m = model.lock().unwrap_or_else(|e| e.into_inner());
+            vouch_verify::spot::open(&mut m, &r, &checks)
+                .map(|o| o.to_bytes())
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
     }
 
     /// Serves a peer's job with the local provider.

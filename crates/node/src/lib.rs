@@ -144,6 +144,8 @@ pub struct NodeConfig {
     pub embedder: Option<vouch_inference::Embedder>,
     /// Audit selected jobs (needs the model: the provider's, shared).
     pub audit: bool,
+    /// How audits check generation receipts.
+    pub audit_mode: validator::AuditMode,
     pub faucet: Option<SigningKey>,
     /// Enables `/admin/keys` with this bearer token.
     pub admin_token: Option<String>,
@@ -275,6 +277,7 @@ pub async fn start(cfg: NodeConfig, engine: Box<dyn Engine>) -> Result<Running> 
                 embedder: embedder.clone(),
                 dispatch: dispatch.clone(),
                 provider: Some(SigningKey::from_bytes(&p.key.to_bytes())?),
+                mode: cfg.audit_mode,
             });
             let c = chain.clone();
             let rx = shutdown_rx.clone();

@@ -1,5 +1,10 @@
-//! The validator role: audits the jobs that chain randomness selected, by re-executing
-//! them with the core verifier, and posts verdicts.
+//! The validator role: audits the jobs that chain randomness selected and posts verdicts.
+//!
+//! Two audit modes (docs/verification.md): **spot checks** (the default for receipts that
+//! commit to an execution trace): challenges derived from the block that committed the
+//! job, the provider opens its trace at those points, a handful of single-layer steps are
+//! recomputed (about 1% of the generation's cost); and **re-execution**: one prefill over
+//! the whole answer (receipts without a trace, embeddings, or `--audit-mode reexec`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,8 +15,47 @@ use vouch_inference::ChatModel;
 use vouch_state::Event;
 use vouch_types::tx::Action;
 use vouch_types::{Hash32, Receipt};
+use vouch_verify::spot;
 
 use crate::chain::Chain;
+
+/// How a validator audits generation receipts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuditMode {
+    /// Spot checks over the committed trace when the receipt has one, else re-execution.
+    #[default]
+    Spot,
+    /// Always re-execute the whole answer.
+    Reexec,
+}
+
+impl std::str::FromStr for AuditMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "spot" => Ok(AuditMode::Spot),
+            "reexec" => Ok(AuditMode::Reexec),
+            _ => Err(format!("audit mode must be spot or reexec, got {s:?}")),
+        }
+    }
+}
+
+/// Challenge randomness for a committed receipt: the id of the block that committed it
+/// (fixed only after the provider's trace commitment was signed and included).
+pub fn spot_seed(chain: &Chain, receipt: &Hash32) -> Option<Hash32> {
+    let (height, _) = chain.store().receipt_location(receipt).ok()??;
+    Some(chain.store().block(height).ok()??.header.id())
+}
+
+/// The spot-check challenges every honest party derives for a committed receipt.
+pub fn spot_challenges(chain: &Chain, r: &Receipt) -> Result<Vec<spot::Check>, String> {
+    let seed = spot_seed(chain, &r.id()).ok_or("the block that committed the job is unknown")?;
+    spot::challenges(r, &seed, spot::recommended_checks(r.output_tokens.len()))
+        .map_err(|e| e.to_string())
+}
+
+/// What the auditor holds for a spot check: the provider's opening, or why there is none.
+pub type OpeningResult = Result<spot::Opening, String>;
 
 pub struct ValidatorRole {
     pub key: SigningKey,
@@ -21,14 +65,17 @@ pub struct ValidatorRole {
     pub dispatch: Option<Arc<crate::dispatch::Dispatch>>,
     /// This node's provider key: it disputes a failed audit that it re-checks as honest.
     pub provider: Option<SigningKey>,
+    pub mode: AuditMode,
 }
 
-/// The audit decision for one committed job, given the receipt the provider kept.
+/// The audit decision for one committed job, given the receipt the provider kept and, for
+/// a spot check, the provider's opening of its trace.
 pub fn audit(
     chain: &Chain,
     job: &Hash32,
     receipt_id: &Hash32,
     receipt: Option<Receipt>,
+    opening: Option<OpeningResult>,
     model: &mut ChatModel,
     embedder: Option<&vouch_inference::Embedder>,
 ) -> Result<(), String> {
@@ -55,6 +102,22 @@ pub fn audit(
             "this validator cannot re-execute model {}",
             r.model
         ));
+    }
+    if let Some(opening) = opening {
+        let checks = spot_challenges(chain, &r)?;
+        let opening = opening.map_err(|e| format!("the provider did not open its trace: {e}"))?;
+        return spot::check_spot(&r, model, &checks, &opening)
+            .map(|rep| {
+                tracing::info!(
+                    job = %job.short(),
+                    layer_checks = rep.layer_checks,
+                    sample_checks = rep.sample_checks,
+                    opening_bytes = rep.opening_bytes,
+                    ms = rep.seconds * 1e3,
+                    "spot check passed"
+                )
+            })
+            .map_err(|e| e.to_string());
     }
     vouch_verify::check_reexecute(&r, model, &Tolerance::default())
         .map(|_| ())
@@ -166,7 +229,7 @@ impl ValidatorRole {
         }
     }
 
-    /// Re-executes `job` and returns the verdict (`Err` = the provider cheated).
+    /// Audits `job` and returns the verdict (`Err` = the provider cheated).
     async fn check(
         self: &Arc<Self>,
         chain: &Arc<Chain>,
@@ -174,14 +237,53 @@ impl ValidatorRole {
         rid: Hash32,
     ) -> Result<(), String> {
         let receipt = self.find_receipt(chain, &job, &rid).await;
+        let spot = self.mode == AuditMode::Spot
+            && receipt
+                .as_ref()
+                .is_some_and(|r| r.trace.is_some() && r.id() == rid);
+        let provider = chain.state().jobs.get(&job).map(|j| j.provider);
+        let local = provider.is_some() && self.provider.as_ref().map(|k| k.public()) == provider;
+        // A remote provider opens its trace over the p2p link; this node's own provider
+        // opens it here, with the same code, before the audit runs.
+        let remote_opening = match (spot, local, &self.dispatch, provider) {
+            (true, false, Some(d), Some(p)) => Some(
+                d.fetch_opening(&p, &job)
+                    .await
+                    .and_then(|b| spot::Opening::from_bytes(&b).map_err(|e| e.to_string())),
+            ),
+            (true, false, _, _) => Some(Err("no route to the provider".to_string())),
+            _ => None,
+        };
         let me = self.clone();
         let c = chain.clone();
-        tokio::task::spawn_blocking(move || {
+        let mode = if spot { "spot" } else { "reexec" };
+        let verdict = tokio::task::spawn_blocking(move || {
             let mut model = me.model.lock().unwrap_or_else(|p| p.into_inner());
-            audit(&c, &job, &rid, receipt, &mut model, me.embedder.as_deref())
+            let opening = match (spot, local, receipt.as_ref()) {
+                (true, true, Some(r)) => Some(spot_challenges(&c, r).and_then(|checks| {
+                    spot::open(&mut model, r, &checks).map_err(|e| e.to_string())
+                })),
+                _ => remote_opening,
+            };
+            audit(
+                &c,
+                &job,
+                &rid,
+                receipt,
+                opening,
+                &mut model,
+                me.embedder.as_deref(),
+            )
         })
         .await
-        .unwrap_or_else(|e| Err(e.to_string()))
+        .unwrap_or_else(|e| Err(e.to_string()));
+        let result = if verdict.is_ok() { "pass" } else { "fail" };
+        chain.metrics().inc(
+            "vouch_audit_runs_total",
+            &format!("mode=\"{mode}\",result=\"{result}\""),
+            1,
+        );
+        verdict
     }
 
     fn status(chain: &Chain, job: &Hash32) -> Option<(vouch_state::JobStatus, Hash32)> {

@@ -80,7 +80,7 @@ pub fn receipt_for(
             chunk_tokens: fingerprint::CHUNK_TOKENS as u32,
             chunks,
         },
-        trace: Some(crate::spot::commitment(&g.trace)),
+        trace: (g.trace.positions() > 0).then(|| crate::spot::commitment(&g.trace)),
         created_at,
         provider: Hash32::default(),
         signature: String::new(),

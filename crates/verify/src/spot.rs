@@ -44,8 +44,6 @@ use vouch_types::{Hash32, Receipt, TraceCommitment};
 pub const SCHEME: &str = "trace-resid-kv-f32-blake3-v1";
 const ROOT_DOMAIN: &str = "vouch 2026 trace root v1";
 const CHALLENGE_DOMAIN: &str = "vouch 2026 spot challenge v1";
-/// Checks an audit runs when nothing else is said (see docs/verification.md for why).
-pub const DEFAULT_CHECKS: usize = 32;
 /// A recomputed row must match the opened one to this relative L2 distance. Our engine
 /// reproduces honest rows exactly (distance 0); the slack is for conforming engines that
 /// sum in another order.
@@ -104,7 +102,24 @@ pub enum Check {
     Sample { index: u32 },
 }
 
-/// Challenges for a receipt: `k` checks, a quarter of them (rounded down, at most one per
+/// Sampling checks among `k` checks: an eighth, at least one once `k >= 2` (a sampling
+/// check streams the 28 MB output matrix; a layer check one 2 MB layer).
+pub fn sampling_checks(k: usize) -> usize {
+    if k >= 2 {
+        (k / 8).max(1)
+    } else {
+        0
+    }
+}
+
+/// The number of checks an audit runs for an answer of `n_out` tokens: one per 16 tokens,
+/// between 8 and 32. With it an audit costs under 1% of generating the answer from 64
+/// tokens on (docs/verification.md, "Spot checks", has the figures and the economics).
+pub fn recommended_checks(n_out: usize) -> usize {
+    (n_out / 16).clamp(8, 32)
+}
+
+/// Challenges for a receipt: `k` checks, [`sampling_checks`] of them (at most one per
 /// output token) sampling checks, the rest layer checks at distinct (layer, position)
 /// pairs with layers visited in a random order, round after round.
 pub fn challenges(r: &Receipt, seed: &Hash32, k: usize) -> Result<Vec<Check>, VerifyError> {
@@ -119,7 +134,7 @@ pub fn challenges(r: &Receipt, seed: &Hash32, k: usize) -> Result<Vec<Check>, Ve
     }
     let d = Hash32::digest(CHALLENGE_DOMAIN, &[r.id().as_bytes(), seed.as_bytes()]);
     let mut rng = rand_chacha::ChaCha20Rng::from_seed(*d.as_bytes());
-    let n_sample = (k / 4).min(n_out);
+    let n_sample = sampling_checks(k).min(n_out);
     let n_layer = (k - n_sample.min(k)).min(layers * positions);
     let mut out = Vec::with_capacity(k);
     let mut outs: Vec<u32> = (0..n_out as u32).collect();
@@ -270,6 +285,15 @@ impl Opening {
         }
         put_hashes(&mut out, &self.top);
         out
+    }
+
+    /// Length of [`Opening::to_bytes`] without encoding.
+    pub fn wire_len(&self) -> usize {
+        4 * (3 + self.x.len() + self.k.len() + self.v.len())
+            + 4
+            + self.proofs.iter().map(|p| 4 + 32 * p.len()).sum::<usize>()
+            + 4
+            + 32 * self.top.len()
     }
 
     pub fn from_bytes(b: &[u8]) -> Result<Self, VerifyError> {
@@ -522,7 +546,7 @@ pub fn check_spot(
         });
     }
     let mut rep = SpotReport {
-        opening_bytes: opening.to_bytes().len(),
+        opening_bytes: opening.wire_len(),
         ..Default::default()
     };
     // Layer checks, batched per layer.
@@ -616,6 +640,7 @@ pub fn audit_local(
     k: usize,
 ) -> Result<SpotReport, VerifyError> {
     let checks = challenges(r, seed, k)?;
+    debug_assert!(k == 0 || !checks.is_empty());
     let opening = open(model, r, &checks)?;
     check_spot(r, model, &checks, &opening)
 }

@@ -278,7 +278,7 @@ fn whole_model_tampering_is_caught_by_every_audit() {
     let choose =
         |n: usize, m: usize| -> f64 { (0..m).map(|i| (n - i) as f64 / (m - i) as f64).product() };
     for k in [16usize, 64] {
-        let ns = (k / 4).min(n_out);
+        let ns = spot::sampling_checks(k).min(n_out);
         let predicted = if ns > n_out - disagree {
             1.0
         } else {
@@ -303,7 +303,7 @@ fn whole_model_tampering_is_caught_by_every_audit() {
 
 /// Layer checks a `k`-check audit of a receipt with `n_out` output tokens runs.
 fn layer_checks(k: usize, n_out: usize) -> usize {
-    k - (k / 4).min(n_out)
+    k - spot::sampling_checks(k).min(n_out)
 }
 
 #[test]
@@ -390,7 +390,7 @@ fn one_forced_token_is_caught_by_its_sampling_check() {
     let n_out = r.output_tokens.len();
     for (k, seeds) in [(16usize, 200u64), (64, 200)] {
         let hits = detections(&mut model, &r, &prover, k, seeds);
-        let predicted = (k / 4).min(n_out) as f64 / n_out as f64;
+        let predicted = spot::sampling_checks(k).min(n_out) as f64 / n_out as f64;
         assert_rate(&format!("one forced token, k={k}"), hits, seeds, predicted);
     }
     // The failure names the sampling step.
