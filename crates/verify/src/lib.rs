@@ -200,6 +200,15 @@ pub fn check_fast(r: &Receipt) -> Result<(), VerifyError> {
                     ranges.len()
                 )));
             }
+            if let Some(t) = &r.trace {
+                let rows = fingerprint_rows(r.prompt_tokens as usize, n);
+                if t.scheme != spot::SCHEME || t.layers == 0 || t.positions as usize != rows {
+                    return Err(structure(format!(
+                        "trace commitment ({}, {} layers, {} positions) does not fit {rows} positions",
+                        t.scheme, t.layers, t.positions
+                    )));
+                }
+            }
             for (i, (c, range)) in fp.chunks.iter().zip(&ranges).enumerate() {
                 let points = fingerprint::points_in_chunk(range.len(), MODEL_HIDDEN_MIN);
                 if c.coeffs.len() != points
@@ -223,6 +232,9 @@ pub fn check_fast(r: &Receipt) -> Result<(), VerifyError> {
             }
             if !r.output_tokens.is_empty() || !r.output.is_empty() {
                 return Err(structure("an embedding receipt carries generated text"));
+            }
+            if r.trace.is_some() {
+                return Err(structure("an embedding receipt carries a trace commitment"));
             }
             if Receipt::hash_embedding(&e.values) != r.output_hash {
                 return Err(VerifyError::OutputHash);
