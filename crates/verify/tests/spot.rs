@@ -258,6 +258,27 @@ fn whole_model_tampering_is_caught_by_every_audit() {
     let ids = model.tokenize(&r0.prompt).unwrap();
     let values = model.trace_values(&ids, &r0.output_tokens).unwrap();
     let (r, prover) = resign_with_trace(&model, &r0, &values);
+    sampling_class_rates(
+        &mut model,
+        &r,
+        &prover,
+        "other model's tokens under an honest trace",
+    );
+
+    // A model with a layer less commits to 29 layers: rejected before any check.
+    let mut cheat = ChatModel::load_gguf(&variant("drop-last-layer")).unwrap();
+    let r = cheating_receipt(&mut cheat, &model, &chat(PROMPTS[0]), Sampling::greedy(12));
+    let prover = Prover::of(&mut cheat, &r);
+    let e = prover.audit(&mut model, &r, 1, 16).unwrap_err();
+    assert!(matches!(e, VerifyError::Trace(_)), "{e}");
+}
+
+/// A tamper that leaves every layer step honest and changes how tokens were chosen is seen
+/// only by sampling checks at the `D` positions where the claimed rule disagrees with the
+/// token. Predicted: missed iff none of the `s` sampled positions is among them,
+/// `C(n-D, s) / C(n, s)`.
+fn sampling_class_rates(model: &mut ChatModel, r: &Receipt, prover: &Prover, what: &str) {
+    let ids = model.tokenize(&r.prompt).unwrap();
     let scored = model
         .score_batch(&[(&ids, &r.output_tokens)])
         .unwrap()
@@ -275,6 +296,7 @@ fn whole_model_tampering_is_caught_by_every_audit() {
             .is_err()
         })
         .count();
+    assert!(disagree > 0, "{what}: the tamper changed no token");
     let choose =
         |n: usize, m: usize| -> f64 { (0..m).map(|i| (n - i) as f64 / (m - i) as f64).product() };
     for k in [16usize, 64] {
@@ -284,21 +306,35 @@ fn whole_model_tampering_is_caught_by_every_audit() {
         } else {
             1.0 - choose(n_out - disagree, ns) / choose(n_out, ns)
         };
-        let hits = detections(&mut model, &r, &prover, k, 100);
+        let hits = detections(model, r, prover, k, 100);
         assert_rate(
-            &format!("other model's tokens under an honest trace ({disagree} of {n_out} disagree), k={k}"),
+            &format!("{what} ({disagree} of {n_out} disagree), k={k}"),
             hits,
             100,
             predicted,
         );
     }
+}
 
-    // A model with a layer less commits to 29 layers: rejected before any check.
-    let mut cheat = ChatModel::load_gguf(&variant("drop-last-layer")).unwrap();
-    let r = cheating_receipt(&mut cheat, &model, &chat(PROMPTS[0]), Sampling::greedy(12));
-    let prover = Prover::of(&mut cheat, &r);
-    let e = prover.audit(&mut model, &r, 1, 16).unwrap_err();
-    assert!(matches!(e, VerifyError::Trace(_)), "{e}");
+#[test]
+fn another_sampling_seed_is_caught_by_the_sampling_checks() {
+    // The provider samples with a seed of its own choosing (say, to pick a preferred
+    // answer) and signs the client's seed: the model and the trace are honest.
+    let mut model = honest_model();
+    let mut r = attest::generate(
+        &mut model,
+        &key(5),
+        &chat(PROMPTS[5]),
+        sampled(777, 32),
+        1,
+        &mut |_| {},
+    )
+    .unwrap();
+    r.sampling.seed = 778;
+    vouch_crypto::sign_receipt(&key(5), &mut r);
+    check_fast(&r).unwrap();
+    let prover = Prover::of(&mut model, &r);
+    sampling_class_rates(&mut model, &r, &prover, "sampled with another seed");
 }
 
 /// Layer checks a `k`-check audit of a receipt with `n_out` output tokens runs.
