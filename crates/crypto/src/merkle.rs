@@ -18,6 +18,20 @@ fn node_hash(l: &Hash32, r: &Hash32) -> Hash32 {
     Hash32::digest(NODE, &[l.as_bytes(), r.as_bytes()])
 }
 
+/// The level above `level`: pairs hashed, an odd last node promoted unchanged.
+fn parents(level: &[Hash32]) -> Vec<Hash32> {
+    level
+        .chunks(2)
+        .map(|p| {
+            if p.len() == 2 {
+                node_hash(&p[0], &p[1])
+            } else {
+                p[0]
+            }
+        })
+        .collect()
+}
+
 /// Root over already-hashed leaves.
 pub fn root(leaves: &[Hash32]) -> Hash32 {
     if leaves.is_empty() {
@@ -25,16 +39,7 @@ pub fn root(leaves: &[Hash32]) -> Hash32 {
     }
     let mut level = leaves.to_vec();
     while level.len() > 1 {
-        level = level
-            .chunks(2)
-            .map(|p| {
-                if p.len() == 2 {
-                    node_hash(&p[0], &p[1])
-                } else {
-                    p[0]
-                }
-            })
-            .collect();
+        level = parents(&level);
     }
     level[0]
 }
@@ -59,16 +64,7 @@ pub fn prove(leaves: &[Hash32], index: usize) -> Option<Proof> {
         if sib < level.len() {
             path.push(level[sib]);
         }
-        level = level
-            .chunks(2)
-            .map(|p| {
-                if p.len() == 2 {
-                    node_hash(&p[0], &p[1])
-                } else {
-                    p[0]
-                }
-            })
-            .collect();
+        level = parents(&level);
         i /= 2;
     }
     Some(Proof {
@@ -156,16 +152,7 @@ pub fn prove_many(leaves: &[Hash32], indices: &[usize]) -> Option<Vec<Hash32>> {
             proof.push(level[j]);
             Some(level[j])
         })?;
-        level = level
-            .chunks(2)
-            .map(|p| {
-                if p.len() == 2 {
-                    node_hash(&p[0], &p[1])
-                } else {
-                    p[0]
-                }
-            })
-            .collect();
+        level = parents(&level);
     }
     Some(proof)
 }

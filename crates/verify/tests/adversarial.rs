@@ -6,31 +6,14 @@
 
 mod common;
 
-use common::variant;
-use std::sync::{Mutex, OnceLock};
-use vouch_crypto::SigningKey;
+use common::{chat, honest_model, key, sampled, variant};
 use vouch_inference::chat::Message;
 use vouch_inference::fingerprint::Tolerance;
-use vouch_inference::models::{default_home, SMOLLM2_135M};
+use vouch_inference::models::SMOLLM2_135M;
 use vouch_inference::ChatModel;
 use vouch_types::{Receipt, Sampling};
 use vouch_verify::attest::{self, Input};
 use vouch_verify::{check_fast, check_reexecute, check_reexecute_batch, VerifyError};
-
-fn honest_model() -> std::sync::MutexGuard<'static, ChatModel> {
-    static M: OnceLock<Mutex<ChatModel>> = OnceLock::new();
-    M.get_or_init(|| {
-        Mutex::new(
-            ChatModel::load(&SMOLLM2_135M, &default_home()).expect("run `vouch models fetch`"),
-        )
-    })
-    .lock()
-    .unwrap_or_else(|e| e.into_inner())
-}
-
-fn key(seed: u8) -> SigningKey {
-    SigningKey::from_bytes(&[seed; 32]).unwrap()
-}
 
 fn prompts() -> Vec<&'static str> {
     vec![
@@ -43,19 +26,6 @@ fn prompts() -> Vec<&'static str> {
         "What does a bee make?",
         "Translate 'good morning' into Spanish.",
     ]
-}
-
-fn chat(p: &str) -> Input {
-    Input::Chat(vec![Message::user(p)])
-}
-
-fn sampled(seed: u64, max_tokens: u32) -> Sampling {
-    Sampling {
-        temperature: 0.8,
-        top_p: 0.95,
-        seed,
-        max_tokens,
-    }
 }
 
 /// Makes a receipt with `cheat` model but claiming the honest model's identity, signed by

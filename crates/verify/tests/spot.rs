@@ -6,11 +6,9 @@
 
 mod common;
 
-use common::variant;
-use std::sync::{Mutex, MutexGuard, OnceLock};
-use vouch_crypto::SigningKey;
+use common::{chat, honest_model, key, sampled, variant};
 use vouch_inference::chat::Message;
-use vouch_inference::models::{default_home, SMOLLM2_135M};
+use vouch_inference::models::SMOLLM2_135M;
 use vouch_inference::q4::{set_kernels, Kernels};
 use vouch_inference::trace::TraceValues;
 use vouch_inference::{ChatModel, GenerateRequest};
@@ -18,21 +16,6 @@ use vouch_types::{FinishReason, Hash32, Receipt, Sampling};
 use vouch_verify::attest::{self, Input};
 use vouch_verify::spot::{self, Check};
 use vouch_verify::{check_fast, VerifyError};
-
-fn honest_model() -> MutexGuard<'static, ChatModel> {
-    static M: OnceLock<Mutex<ChatModel>> = OnceLock::new();
-    M.get_or_init(|| {
-        Mutex::new(
-            ChatModel::load(&SMOLLM2_135M, &default_home()).expect("run `vouch models fetch`"),
-        )
-    })
-    .lock()
-    .unwrap_or_else(|e| e.into_inner())
-}
-
-fn key(seed: u8) -> SigningKey {
-    SigningKey::from_bytes(&[seed; 32]).unwrap()
-}
 
 fn seed(i: u64) -> Hash32 {
     Hash32::digest("spot test seed", &[&i.to_le_bytes()])
@@ -46,19 +29,6 @@ const PROMPTS: [&str; 6] = [
     "Give me a tip for learning to cook.",
     "Why is the sky blue? Answer briefly.",
 ];
-
-fn chat(p: &str) -> Input {
-    Input::Chat(vec![Message::user(p)])
-}
-
-fn sampled(seed: u64, max_tokens: u32) -> Sampling {
-    Sampling {
-        temperature: 0.8,
-        top_p: 0.95,
-        seed,
-        max_tokens,
-    }
-}
 
 /// A receipt's trace, recomputed once (the provider's side of every audit of it).
 struct Prover {

@@ -1,12 +1,47 @@
-//! Cheating model files for the adversarial suites, built for real from the honest GGUF:
-//! the last layer dropped, the weights re-quantized, noise in one layer.
+//! Shared by the verification suites: the honest model, keys, inputs, and cheating model
+//! files built for real from the honest GGUF (the last layer dropped, the weights
+//! re-quantized, noise in one layer).
 
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::Device;
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
+use vouch_crypto::SigningKey;
+use vouch_inference::chat::Message;
 use vouch_inference::models::{default_home, SMOLLM2_135M};
+use vouch_inference::ChatModel;
+use vouch_types::Sampling;
+use vouch_verify::attest::Input;
+
+/// The honest model, loaded once per test binary and shared by its tests.
+pub fn honest_model() -> std::sync::MutexGuard<'static, ChatModel> {
+    static M: OnceLock<Mutex<ChatModel>> = OnceLock::new();
+    M.get_or_init(|| {
+        Mutex::new(
+            ChatModel::load(&SMOLLM2_135M, &default_home()).expect("run `vouch models fetch`"),
+        )
+    })
+    .lock()
+    .unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32]).unwrap()
+}
+
+pub fn chat(p: &str) -> Input {
+    Input::Chat(vec![Message::user(p)])
+}
+
+pub fn sampled(seed: u64, max_tokens: u32) -> Sampling {
+    Sampling {
+        temperature: 0.8,
+        top_p: 0.95,
+        seed,
+        max_tokens,
+    }
+}
 
 fn variants_dir() -> &'static Path {
     static D: OnceLock<tempfile::TempDir> = OnceLock::new();
