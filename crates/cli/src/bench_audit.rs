@@ -119,7 +119,6 @@ pub fn run(home: &Path, a: AuditBenchArgs) -> Result<()> {
         }
         let hash_s = median(hash_t);
         let positions = hashes.positions();
-        let layers = hashes.layers();
         let hash_kib = (hashes.x.len() + hashes.kv.len()) as f64 * positions as f64 * 32.0 / 1024.0;
         let values_mib = 4.0
             * (values.x.iter().map(Vec::len).sum::<usize>()
@@ -168,7 +167,6 @@ pub fn run(home: &Path, a: AuditBenchArgs) -> Result<()> {
                 b / 1024.0
             ));
         }
-        let _ = layers;
     }
     println!(
         "Provider side (trace committed while generating; recomputed by one prefill when audited):"

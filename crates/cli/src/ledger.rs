@@ -492,6 +492,10 @@ pub struct GenesisArgs {
     /// [default: 120000].
     #[arg(long)]
     pub job_timeout_ms: Option<u64>,
+    /// Time validators have to audit a committed job before it settles (ms)
+    /// [default: 10000].
+    #[arg(long)]
+    pub challenge_window_ms: Option<u64>,
 }
 
 /// Builds a network genesis: every validator staked, every provider registered for the
@@ -520,6 +524,12 @@ pub fn genesis(a: GenesisArgs) -> Result<()> {
             bail!("--job-timeout-ms must be at least 1000");
         }
         g.params.job_timeout_ms = t;
+    }
+    if let Some(t) = a.challenge_window_ms {
+        if t < 1_000 {
+            bail!("--challenge-window-ms must be at least 1000");
+        }
+        g.params.challenge_window_ms = t;
     }
     g.state().map_err(|e| anyhow::anyhow!("genesis: {e}"))?;
     std::fs::write(&a.out, g.to_json()).with_context(|| format!("writing {}", a.out.display()))?;

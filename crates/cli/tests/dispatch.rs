@@ -45,7 +45,16 @@ fn a_gateway_spreads_jobs_and_fails_over_when_a_provider_dies() {
     let mut net = Net::new(
         4,
         &[0, 1, 2, 3],
-        &["--audit-rate", "1", "--job-timeout-ms", "15000"],
+        // Audits here share two cores with four nodes and a long generation: a window
+        // of 30 s leaves room for a re-execution when a provider's opening never comes.
+        &[
+            "--audit-rate",
+            "1",
+            "--job-timeout-ms",
+            "15000",
+            "--challenge-window-ms",
+            "30000",
+        ],
     );
     for f in &mut net.flags {
         f.push("--provider".into());

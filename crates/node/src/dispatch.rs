@@ -691,7 +691,13 @@ impl Dispatch {
 
     /// Asks the node serving `provider` to open its trace for `job` (a spot-check audit);
     /// returns the opening's bytes.
-    pub async fn fetch_opening(&self, provider: &Hash32, job: &Hash32) -> Result<Vec<u8>, String> {
+    /// Waits at most `wait` (never more than [`OPENING_WAIT`]).
+    pub async fn fetch_opening(
+        &self,
+        provider: &Hash32,
+        job: &Hash32,
+        wait: Duration,
+    ) -> Result<Vec<u8>, String> {
         let peer = self
             .lock()
             .remotes
@@ -734,7 +740,7 @@ impl Dispatch {
             }
             Err("the provider's node went away".to_string())
         };
-        let out = tokio::time::timeout(OPENING_WAIT, collect)
+        let out = tokio::time::timeout(wait.min(OPENING_WAIT), collect)
             .await
             .unwrap_or_else(|_| Err("the provider did not open its trace in time".to_string()));
         self.lock().openings.remove(job);

@@ -68,8 +68,32 @@ pub struct ValidatorRole {
     pub mode: AuditMode,
 }
 
+/// How an audit was run, for the `vouch_audit_runs_total` metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditRun {
+    Spot,
+    Reexec,
+    /// A spot check was due but the provider's opening never came (its node is down or
+    /// slow, or it refused): the auditor re-executed instead.
+    Fallback,
+}
+
+impl AuditRun {
+    pub fn label(self) -> &'static str {
+        match self {
+            AuditRun::Spot => "spot",
+            AuditRun::Reexec => "reexec",
+            AuditRun::Fallback => "fallback",
+        }
+    }
+}
+
 /// The audit decision for one committed job, given the receipt the provider kept and, for
 /// a spot check, the provider's opening of its trace.
+///
+/// A missing opening is not a verdict: a provider whose node is down, or that will not
+/// open, cannot hide anything by it, because the auditor then re-executes the whole
+/// answer (the stronger check; it costs the auditor a prefill instead of ~1% of one).
 pub fn audit(
     chain: &Chain,
     job: &Hash32,
@@ -78,6 +102,24 @@ pub fn audit(
     opening: Option<OpeningResult>,
     model: &mut ChatModel,
     embedder: Option<&vouch_inference::Embedder>,
+) -> (AuditRun, Result<(), String>) {
+    let mut run = AuditRun::Reexec;
+    let verdict = audit_with(
+        chain, job, receipt_id, receipt, opening, model, embedder, &mut run,
+    );
+    (run, verdict)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn audit_with(
+    chain: &Chain,
+    job: &Hash32,
+    receipt_id: &Hash32,
+    receipt: Option<Receipt>,
+    opening: Option<OpeningResult>,
+    model: &mut ChatModel,
+    embedder: Option<&vouch_inference::Embedder>,
+    run: &mut AuditRun,
 ) -> Result<(), String> {
     let r = receipt.ok_or("the provider did not produce the receipt")?;
     if r.id() != *receipt_id {
@@ -103,21 +145,28 @@ pub fn audit(
             r.model
         ));
     }
-    if let Some(opening) = opening {
-        let checks = spot_challenges(chain, &r)?;
-        let opening = opening.map_err(|e| format!("the provider did not open its trace: {e}"))?;
-        return spot::check_spot(&r, model, &checks, &opening)
-            .map(|rep| {
-                tracing::info!(
-                    job = %job.short(),
-                    layer_checks = rep.layer_checks,
-                    sample_checks = rep.sample_checks,
-                    opening_bytes = rep.opening_bytes,
-                    ms = rep.seconds * 1e3,
-                    "spot check passed"
-                )
-            })
-            .map_err(|e| e.to_string());
+    match opening {
+        Some(Err(e)) => {
+            tracing::warn!(job = %job.short(), reason = %e, "no trace opening: re-executing instead");
+            *run = AuditRun::Fallback;
+        }
+        Some(Ok(opening)) => {
+            *run = AuditRun::Spot;
+            let checks = spot_challenges(chain, &r)?;
+            return spot::check_spot(&r, model, &checks, &opening)
+                .map(|rep| {
+                    tracing::info!(
+                        job = %job.short(),
+                        layer_checks = rep.layer_checks,
+                        sample_checks = rep.sample_checks,
+                        opening_bytes = rep.opening_bytes,
+                        ms = rep.seconds * 1e3,
+                        "spot check passed"
+                    )
+                })
+                .map_err(|e| e.to_string());
+        }
+        None => {}
     }
     vouch_verify::check_reexecute(&r, model, &Tolerance::default())
         .map(|_| ())
@@ -245,9 +294,13 @@ impl ValidatorRole {
         let local = provider.is_some() && self.provider.as_ref().map(|k| k.public()) == provider;
         // A remote provider opens its trace over the p2p link; this node's own provider
         // opens it here, with the same code, before the audit runs.
+        // The wait is bounded so that a re-execution still fits in the challenge window
+        // when the opening never comes.
+        let wait = Duration::from_millis(chain.state().params.challenge_window_ms / 4)
+            .min(crate::dispatch::OPENING_WAIT);
         let remote_opening = match (spot, local, &self.dispatch, provider) {
             (true, false, Some(d), Some(p)) => Some(
-                d.fetch_opening(&p, &job)
+                d.fetch_opening(&p, &job, wait)
                     .await
                     .and_then(|b| spot::Opening::from_bytes(&b).map_err(|e| e.to_string())),
             ),
@@ -256,8 +309,7 @@ impl ValidatorRole {
         };
         let me = self.clone();
         let c = chain.clone();
-        let mode = if spot { "spot" } else { "reexec" };
-        let verdict = tokio::task::spawn_blocking(move || {
+        let (run, verdict) = tokio::task::spawn_blocking(move || {
             let mut model = me.model.lock().unwrap_or_else(|p| p.into_inner());
             let opening = match (spot, local, receipt.as_ref()) {
                 (true, true, Some(r)) => Some(spot_challenges(&c, r).and_then(|checks| {
@@ -276,11 +328,11 @@ impl ValidatorRole {
             )
         })
         .await
-        .unwrap_or_else(|e| Err(e.to_string()));
+        .unwrap_or_else(|e| (AuditRun::Reexec, Err(e.to_string())));
         let result = if verdict.is_ok() { "pass" } else { "fail" };
         chain.metrics().inc(
             "vouch_audit_runs_total",
-            &format!("mode=\"{mode}\",result=\"{result}\""),
+            &format!("mode=\"{}\",result=\"{result}\"", run.label()),
             1,
         );
         verdict

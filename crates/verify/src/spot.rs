@@ -119,9 +119,10 @@ pub fn recommended_checks(n_out: usize) -> usize {
     (n_out / 16).clamp(8, 32)
 }
 
-/// Challenges for a receipt: `k` checks, [`sampling_checks`] of them (at most one per
-/// output token) sampling checks, the rest layer checks at distinct (layer, position)
-/// pairs with layers visited in a random order, round after round.
+/// Challenges for a receipt: `k` drawn checks, [`sampling_checks`] of them sampling checks
+/// at distinct output indices before the last, the rest layer checks at distinct (layer,
+/// position) pairs with layers visited in a random order, round after round; and the
+/// sampling step of the last output token, which no trace row binds.
 pub fn challenges(r: &Receipt, seed: &Hash32, k: usize) -> Result<Vec<Check>, VerifyError> {
     let t = r
         .trace
@@ -134,16 +135,22 @@ pub fn challenges(r: &Receipt, seed: &Hash32, k: usize) -> Result<Vec<Check>, Ve
     }
     let d = Hash32::digest(CHALLENGE_DOMAIN, &[r.id().as_bytes(), seed.as_bytes()]);
     let mut rng = rand_chacha::ChaCha20Rng::from_seed(*d.as_bytes());
-    let n_sample = sampling_checks(k).min(n_out);
+    // The last output token is never fed back through the model, so no trace row binds
+    // it: its sampling step is checked by every audit, beside the `k` drawn checks.
+    let last = n_out as u32 - 1;
+    let n_sample = sampling_checks(k).min(n_out - 1);
     let n_layer = (k - n_sample.min(k)).min(layers * positions);
-    let mut out = Vec::with_capacity(k);
-    let mut outs: Vec<u32> = (0..n_out as u32).collect();
+    let mut out = Vec::with_capacity(k + 1);
+    let mut outs: Vec<u32> = (0..last).collect();
     outs.shuffle(&mut rng);
     out.extend(
         outs[..n_sample]
             .iter()
             .map(|&index| Check::Sample { index }),
     );
+    if k > 0 {
+        out.push(Check::Sample { index: last });
+    }
     let mut seen = BTreeSet::new();
     let mut order: Vec<usize> = Vec::new();
     while seen.len() < n_layer {

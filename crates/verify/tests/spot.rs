@@ -106,7 +106,8 @@ fn honest_traces_are_reproduced_and_pass_every_challenge() {
                 rep.max_rel_err, 0.0,
                 "the engine reproduces honest rows exactly"
             );
-            assert_eq!(rep.layer_checks + rep.sample_checks, k);
+            // k drawn checks and the last token's sampling step.
+            assert_eq!(rep.layer_checks + rep.sample_checks, k + 1);
             n += 1;
         }
         let prover = Prover::of(&mut model, &r);
@@ -267,14 +268,24 @@ fn sampling_class_rates(model: &mut ChatModel, r: &Receipt, prover: &Prover, wha
         })
         .count();
     assert!(disagree > 0, "{what}: the tamper changed no token");
+    // The last token's sampling step is checked by every audit; the drawn sampling checks
+    // fall on the other indices.
+    let last_bad = vouch_inference::sampling::check(
+        &scored.logits[(n_out - 1) * vocab..n_out * vocab],
+        &r.sampling,
+        (n_out - 1) as u32,
+        r.output_tokens[n_out - 1],
+    )
+    .is_err();
+    let (pool, bad) = (n_out - 1, disagree - usize::from(last_bad));
     let choose =
         |n: usize, m: usize| -> f64 { (0..m).map(|i| (n - i) as f64 / (m - i) as f64).product() };
     for k in [16usize, 64] {
-        let ns = spot::sampling_checks(k).min(n_out);
-        let predicted = if ns > n_out - disagree {
+        let ns = spot::sampling_checks(k).min(pool);
+        let predicted = if last_bad || ns > pool - bad {
             1.0
         } else {
-            1.0 - choose(n_out - disagree, ns) / choose(n_out, ns)
+            1.0 - choose(pool - bad, ns) / choose(pool, ns)
         };
         let hits = detections(model, r, prover, k, 100);
         assert_rate(
@@ -309,7 +320,7 @@ fn another_sampling_seed_is_caught_by_the_sampling_checks() {
 
 /// Layer checks a `k`-check audit of a receipt with `n_out` output tokens runs.
 fn layer_checks(k: usize, n_out: usize) -> usize {
-    k - spot::sampling_checks(k).min(n_out)
+    k - spot::sampling_checks(k).min(n_out - 1)
 }
 
 #[test]
@@ -396,7 +407,8 @@ fn one_forced_token_is_caught_by_its_sampling_check() {
     let n_out = r.output_tokens.len();
     for (k, seeds) in [(16usize, 200u64), (64, 200)] {
         let hits = detections(&mut model, &r, &prover, k, seeds);
-        let predicted = spot::sampling_checks(k).min(n_out) as f64 / n_out as f64;
+        // Drawn sampling checks fall on the indices before the last one.
+        let predicted = spot::sampling_checks(k).min(n_out - 1) as f64 / (n_out - 1) as f64;
         assert_rate(&format!("one forced token, k={k}"), hits, seeds, predicted);
     }
     // The failure names the sampling step.
@@ -472,29 +484,32 @@ fn altered_key_value_rows_and_edited_tokens_are_caught_at_the_predicted_rates() 
     assert_rate("one key row altered, k=64", hits, seeds, predicted);
 
     // An output token edited after the trace was made: layer 0 is the auditor's own, so
-    // every audit catches it, whatever k.
-    let mut edited = r.clone();
-    edited.output_tokens[3] = if r.output_tokens[3] == 1000 {
-        1001
-    } else {
-        1000
-    };
-    edited.output = model.detokenize(&edited.output_tokens).unwrap();
-    edited.output_hash = Receipt::hash_output(&edited.output, &edited.output_tokens);
-    vouch_crypto::sign_receipt(&key(3), &mut edited);
+    // every audit catches it, whatever k. The last token, which no trace row holds, is
+    // caught by the last sampling step, which every audit checks.
     let prover = Prover {
         values: honest.clone(),
         hashes: honest.hashes(),
         prompt_len: ids.len(),
     };
-    for k in [1usize, 16] {
-        let hits = detections(&mut model, &edited, &prover, k, 20);
-        assert_rate(
-            &format!("edited token, trace not redone, k={k}"),
-            hits,
-            20,
-            1.0,
-        );
+    for at in [3, n_out - 1] {
+        let mut edited = r.clone();
+        edited.output_tokens[at] = if r.output_tokens[at] == 1000 {
+            1001
+        } else {
+            1000
+        };
+        edited.output = model.detokenize(&edited.output_tokens).unwrap();
+        edited.output_hash = Receipt::hash_output(&edited.output, &edited.output_tokens);
+        vouch_crypto::sign_receipt(&key(3), &mut edited);
+        for k in [1usize, 16] {
+            let hits = detections(&mut model, &edited, &prover, k, 20);
+            assert_rate(
+                &format!("token {at} of {n_out} edited, trace not redone, k={k}"),
+                hits,
+                20,
+                1.0,
+            );
+        }
     }
 
     // A residual row replaced (output of layer 20 at one position), the rest as computed.
@@ -527,7 +542,11 @@ fn malformed_openings_are_rejected_with_clear_errors() {
     )
     .unwrap();
     let checks = spot::challenges(&r, &seed(5), 16).unwrap();
-    assert_eq!(checks.len(), 16);
+    assert_eq!(
+        checks.len(),
+        17,
+        "16 drawn checks and the last sampling step"
+    );
     let good = spot::open(&mut model, &r, &checks).unwrap();
     spot::check_spot(&r, &mut model, &checks, &good).unwrap();
     // Truncated bytes, a dropped proof hash, a flipped value, other challenges.
