@@ -45,6 +45,13 @@ pub fn router(s: AppState) -> Router {
         .route("/v1/providers", get(providers))
         .route("/v1/receipts/{id}", get(receipt))
         .route("/v1/faucet", post(faucet))
+        .route("/v1/registry/models", get(crate::provenance::models))
+        .route(
+            "/v1/registry/models/{id}/lineage",
+            get(crate::provenance::lineage),
+        )
+        .route("/v1/datasets/{id}", get(crate::provenance::dataset))
+        .route("/v1/items/lookup", post(crate::provenance::items_lookup))
         .route("/v1/models", get(crate::gateway::models))
         .route(
             "/v1/chat/completions",
@@ -74,7 +81,7 @@ pub fn router(s: AppState) -> Router {
         .with_state(s)
 }
 
-fn parse_hash(s: &str, what: &str) -> Result<Hash32, ApiError> {
+pub(crate) fn parse_hash(s: &str, what: &str) -> Result<Hash32, ApiError> {
     s.parse()
         .map_err(|e| ApiError::bad_request(format!("{what} must be 64 hex characters: {e}")))
 }

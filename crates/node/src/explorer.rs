@@ -71,7 +71,7 @@ pub async fn recent(
                 | Event::JobExpired { job, .. }
                 | Event::JobDisputed { job }
                 | Event::Slashed { job, .. } => *job,
-                Event::Unbonded { .. } => continue,
+                Event::Unbonded { .. } | Event::DataItemsAdded { .. } => continue,
             };
             if jobs.len() < limit as usize && seen.insert(job) {
                 jobs.push(job);

@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod keys;
 pub mod mcp;
 pub mod metrics;
+pub mod provenance;
 pub mod provider;
 pub mod validator;
 
@@ -229,6 +230,10 @@ pub async fn start(cfg: NodeConfig, engine: Box<dyn Engine>) -> Result<Running> 
     let rx = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move { engine.run(app, rx).await }));
 
+    if let Some((key, model)) = &cfg.provider {
+        provider::check_weights(&chain.state(), &key.public(), &model.id(), model.name())
+            .map_err(|e| anyhow::anyhow!(e))?;
+    }
     let embedder = cfg.embedder.map(Arc::new);
     let provider = cfg.provider.map(|(key, model)| {
         // Jobs escrowed but not yet committed never exceed the queue, so a queue within

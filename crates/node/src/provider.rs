@@ -409,3 +409,40 @@ impl Done {
         Ok(self.receipt)
     }
 }
+
+/// Whether weights whose content id is `id` may be served by `provider`: the id must be a
+/// model registered on the ledger and, when the provider is registered, one it listed.
+/// A provider whose file was altered, truncated or swapped gets another id and is refused
+/// here, before it could sign a receipt naming weights that are not the registered ones.
+pub fn check_weights(
+    state: &vouch_state::State,
+    provider: &Hash32,
+    id: &Hash32,
+    name: &str,
+) -> Result<(), String> {
+    let Some(m) = state.models.get(id) else {
+        let same_name: Vec<String> = state
+            .models
+            .iter()
+            .filter(|(_, m)| m.name == name)
+            .map(|(k, m)| format!("{} (version {})", k, m.version))
+            .collect();
+        return Err(format!(
+            "refusing to serve {name}: its weights hash to {id}, which is not a registered model{}",
+            if same_name.is_empty() {
+                String::new()
+            } else {
+                format!("; registered under that name: {}", same_name.join(", "))
+            }
+        ));
+    };
+    if let Some(p) = state.providers.get(provider) {
+        if !p.models.contains(id) {
+            return Err(format!(
+                "refusing to serve {name} {id} ({} version {}): provider {provider} is not registered for it",
+                m.name, m.version
+            ));
+        }
+    }
+    Ok(())
+}

@@ -150,3 +150,37 @@ fn a_missing_opening_falls_back_to_re_execution_and_still_catches_a_forgery() {
     );
     assert!(run(&forged_job, &forged, None, &mut model).1.is_err());
 }
+
+#[test]
+fn a_provider_refuses_weights_that_do_not_hash_to_a_registered_model() {
+    let home = default_home();
+    let model = ChatModel::load(&SMOLLM2_135M, &home).expect("vouch models fetch");
+    let keys = DevKeys {
+        validator: key(1),
+        provider: key(2),
+        faucet: key(3),
+        author: key(4),
+    };
+    let g = dev_genesis(&keys, &[(model.id(), "smollm2-135m", "apache-2.0")], 1_000);
+    let state = g.state().unwrap();
+    let me = keys.provider.public();
+    vouch_node::provider::check_weights(&state, &me, &model.id(), model.name()).unwrap();
+
+    // One byte of the weights changed (the last byte of the file, inside the last tensor):
+    // the file still loads and runs, but its content id is another one, and it is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("tampered.gguf");
+    let mut bytes = std::fs::read(SMOLLM2_135M.path(&home, 0)).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&copy, &bytes).unwrap();
+    let tampered = ChatModel::load_gguf(&copy).unwrap();
+    assert_ne!(tampered.id(), model.id());
+    let err = vouch_node::provider::check_weights(&state, &me, &tampered.id(), "smollm2-135m")
+        .unwrap_err();
+    assert!(err.contains("not a registered model"), "{err}");
+    assert!(
+        err.contains(&model.id().to_string()),
+        "names the registered id: {err}"
+    );
+}

@@ -128,6 +128,8 @@ impl Genesis {
                     author: m.author,
                     royalty_bps: m.royalty_bps,
                     registered_height: 0,
+                    extra_parents: Vec::new(),
+                    datasets: Vec::new(),
                 },
             );
         }
@@ -169,6 +171,7 @@ impl Genesis {
             providers,
             models,
             data: BTreeMap::new(),
+            items: BTreeMap::new(),
             jobs: BTreeMap::new(),
             job_timers: BTreeSet::new(),
             unbond_timers: BTreeSet::new(),

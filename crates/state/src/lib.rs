@@ -11,6 +11,7 @@
 //! by a genesis check, so balances cannot overflow.
 
 pub mod genesis;
+pub mod lineage;
 mod root;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -110,11 +111,37 @@ pub struct Provider {
 pub struct Model {
     pub name: String,
     pub version: String,
+    /// The model this one derives from (its first parent, for a merge).
     pub parent: Option<Hash32>,
     pub licence: String,
     pub author: Address,
     pub royalty_bps: u16,
     pub registered_height: u64,
+    /// Further parents of a merge (`publish_model`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_parents: Vec<Hash32>,
+    /// Registered datasets the model was trained on (`publish_model`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub datasets: Vec<Hash32>,
+}
+
+impl Model {
+    /// Every parent, the first one first.
+    pub fn parents(&self) -> Vec<Hash32> {
+        self.parent
+            .iter()
+            .chain(self.extra_parents.iter())
+            .copied()
+            .collect()
+    }
+}
+
+/// Who first added a data item to the ledger: the only contributor it credits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemCredit {
+    pub dataset: Hash32,
+    pub contributor: Address,
+    pub height: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +150,12 @@ pub struct DataItem {
     pub licence: String,
     pub contributor: Address,
     pub registered_height: u64,
+    /// Items added to this dataset that nobody had added before (credited here).
+    #[serde(default)]
+    pub credited: u64,
+    /// Items added to this dataset that another dataset had first (credited there).
+    #[serde(default)]
+    pub duplicates: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -233,6 +266,9 @@ pub enum Event {
         validator_amount: u64,
         author: Address,
         royalty: u64,
+        /// The model the job ran (absent in events stored before it was recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<Hash32>,
     },
     JobExpired {
         job: Hash32,
@@ -250,6 +286,14 @@ pub enum Event {
     Unbonded {
         account: Address,
         amount: u64,
+    },
+    /// Items added to a dataset: `credited` were new and are credited to `contributor`,
+    /// `duplicates` were already on the ledger and stay credited to their first contributor.
+    DataItemsAdded {
+        dataset: Hash32,
+        contributor: Address,
+        credited: u32,
+        duplicates: u32,
     },
 }
 
@@ -289,6 +333,8 @@ pub enum TxError {
     ModelExists(Hash32),
     #[error("data item {id} was already registered by {contributor}")]
     DuplicateData { id: Hash32, contributor: Address },
+    #[error("unknown dataset {0}: register it first (register_data)")]
+    UnknownDataset(Hash32),
     #[error("royalty {got} bps exceeds the limit {limit} bps")]
     RoyaltyTooHigh { got: u16, limit: u16 },
     #[error("invalid field: {0}")]
@@ -374,6 +420,9 @@ pub struct State {
     pub providers: BTreeMap<Address, Provider>,
     pub models: BTreeMap<Hash32, Model>,
     pub data: BTreeMap<Hash32, DataItem>,
+    /// Data items by content id, with their first contributor.
+    #[serde(default)]
+    pub items: BTreeMap<Hash32, ItemCredit>,
     pub jobs: BTreeMap<Hash32, Job>,
     /// (due time, job): expiry and settlement schedule.
     pub job_timers: BTreeSet<(u64, Hash32)>,
@@ -548,6 +597,7 @@ impl State {
             validator_amount,
             author,
             royalty,
+            model: Some(job.model),
         });
     }
 
@@ -739,6 +789,70 @@ impl State {
                         got: *royalty_bps,
                         limit: p.max_royalty_bps,
                     });
+                }
+                Plan::Simple
+            }
+            Action::PublishModel {
+                id,
+                name,
+                parents,
+                datasets,
+                royalty_bps,
+                ..
+            } => {
+                spend(0)?;
+                if self.models.contains_key(id) {
+                    return Err(TxError::ModelExists(*id));
+                }
+                if name.trim().is_empty() {
+                    return Err(TxError::InvalidField("model name is empty".into()));
+                }
+                let distinct: BTreeSet<&Hash32> = parents.iter().collect();
+                if distinct.len() != parents.len() || parents.contains(id) {
+                    return Err(TxError::InvalidField(
+                        "a parent is listed twice or is the model itself".into(),
+                    ));
+                }
+                for p in parents {
+                    if !self.models.contains_key(p) {
+                        return Err(TxError::UnknownParent(*p));
+                    }
+                }
+                let distinct: BTreeSet<&Hash32> = datasets.iter().collect();
+                if distinct.len() != datasets.len() {
+                    return Err(TxError::InvalidField("a dataset is listed twice".into()));
+                }
+                for d in datasets {
+                    if !self.data.contains_key(d) {
+                        return Err(TxError::UnknownDataset(*d));
+                    }
+                }
+                if *royalty_bps > p.max_royalty_bps {
+                    return Err(TxError::RoyaltyTooHigh {
+                        got: *royalty_bps,
+                        limit: p.max_royalty_bps,
+                    });
+                }
+                Plan::Simple
+            }
+            Action::AddDataItems { dataset, items } => {
+                spend(0)?;
+                let d = self
+                    .data
+                    .get(dataset)
+                    .ok_or(TxError::UnknownDataset(*dataset))?;
+                if d.contributor != tx.from {
+                    return Err(TxError::NotAllowed {
+                        expected: format!("the dataset's contributor {}", d.contributor),
+                        got: tx.from,
+                    });
+                }
+                if items.is_empty() {
+                    return Err(TxError::InvalidField("no items".into()));
+                }
+                let distinct: BTreeSet<&Hash32> = items.iter().collect();
+                if distinct.len() != items.len() {
+                    return Err(TxError::InvalidField("an item is listed twice".into()));
                 }
                 Plan::Simple
             }
@@ -959,6 +1073,8 @@ impl State {
                         author: tx.from,
                         royalty_bps: *royalty_bps,
                         registered_height: height,
+                        extra_parents: Vec::new(),
+                        datasets: Vec::new(),
                     },
                 );
             }
@@ -977,8 +1093,60 @@ impl State {
                         licence: licence.clone(),
                         contributor: tx.from,
                         registered_height: height,
+                        credited: 0,
+                        duplicates: 0,
                     },
                 );
+            }
+            (
+                Action::PublishModel {
+                    id,
+                    name,
+                    version,
+                    parents,
+                    datasets,
+                    licence,
+                    royalty_bps,
+                },
+                _,
+            ) => {
+                self.models.insert(
+                    *id,
+                    Model {
+                        name: name.clone(),
+                        version: version.clone(),
+                        parent: parents.first().copied(),
+                        licence: licence.clone(),
+                        author: tx.from,
+                        royalty_bps: *royalty_bps,
+                        registered_height: height,
+                        extra_parents: parents.iter().skip(1).copied().collect(),
+                        datasets: datasets.clone(),
+                    },
+                );
+            }
+            (Action::AddDataItems { dataset, items }, _) => {
+                let mut credited = 0u32;
+                for item in items {
+                    if let std::collections::btree_map::Entry::Vacant(v) = self.items.entry(*item) {
+                        v.insert(ItemCredit {
+                            dataset: *dataset,
+                            contributor: tx.from,
+                            height,
+                        });
+                        credited += 1;
+                    }
+                }
+                let duplicates = items.len() as u32 - credited;
+                let d = self.data.get_mut(dataset).expect("validated");
+                d.credited += u64::from(credited);
+                d.duplicates += u64::from(duplicates);
+                events.push(Event::DataItemsAdded {
+                    dataset: *dataset,
+                    contributor: tx.from,
+                    credited,
+                    duplicates,
+                });
             }
             (
                 Action::SubmitJob {

@@ -68,6 +68,13 @@ fn model(e: &mut Encoder, m: &Model) {
         .u64(m.registered_height);
 }
 
+fn hashes(e: &mut Encoder, v: &[Hash32]) {
+    e.u64(v.len() as u64);
+    for h in v {
+        e.fixed(h.as_bytes());
+    }
+}
+
 fn data(e: &mut Encoder, d: &DataItem) {
     e.str(&d.source)
         .str(&d.licence)
@@ -140,6 +147,39 @@ pub fn encode(s: &State) -> Vec<u8> {
     for (k, v) in &s.data {
         e.fixed(k.as_bytes());
         data(&mut e, v);
+    }
+    // Lineage beyond one parent and item credit came later: hashed in sections of their
+    // own, present only when non-empty, so the roots of chains without them are unchanged.
+    let lineage: Vec<_> = s
+        .models
+        .iter()
+        .filter(|(_, m)| !m.extra_parents.is_empty() || !m.datasets.is_empty())
+        .collect();
+    if !lineage.is_empty() {
+        e.str("lineage v1").u64(lineage.len() as u64);
+        for (k, m) in lineage {
+            e.fixed(k.as_bytes());
+            hashes(&mut e, &m.extra_parents);
+            hashes(&mut e, &m.datasets);
+        }
+    }
+    let counted: Vec<_> = s
+        .data
+        .iter()
+        .filter(|(_, d)| d.credited > 0 || d.duplicates > 0)
+        .collect();
+    if !s.items.is_empty() || !counted.is_empty() {
+        e.str("items v1").u64(s.items.len() as u64);
+        for (k, c) in &s.items {
+            e.fixed(k.as_bytes())
+                .fixed(c.dataset.as_bytes())
+                .fixed(c.contributor.as_bytes())
+                .u64(c.height);
+        }
+        e.u64(counted.len() as u64);
+        for (k, d) in counted {
+            e.fixed(k.as_bytes()).u64(d.credited).u64(d.duplicates);
+        }
     }
     e.u64(s.jobs.len() as u64);
     for (k, v) in &s.jobs {

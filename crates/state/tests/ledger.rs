@@ -368,6 +368,165 @@ fn registries_record_lineage_and_deduplicate_data() {
     ));
 }
 
+fn publish(id: u8, parents: &[Hash32], datasets: &[Hash32]) -> Action {
+    Action::PublishModel {
+        id: Hash32([id; 32]),
+        name: format!("model-{id}"),
+        version: "1".into(),
+        parents: parents.to_vec(),
+        datasets: datasets.to_vec(),
+        licence: "apache-2.0".into(),
+        royalty_bps: 200,
+    }
+}
+
+fn dataset(id: u8, source: &str) -> Action {
+    Action::RegisterData {
+        id: Hash32([id; 32]),
+        source: source.into(),
+        licence: "cc-by-4.0".into(),
+    }
+}
+
+#[test]
+fn lineage_spans_merges_and_datasets_and_items_credit_their_first_contributor() {
+    let mut n = net();
+    let (d1, d2) = (Hash32([50; 32]), Hash32([51; 32]));
+    let txs = vec![
+        n.tx(0, dataset(50, "legal corpus")),
+        n.tx(4, dataset(51, "forum dump")),
+    ];
+    n.block(10, txs);
+    // base MODEL -> a (fine-tune on d1), b (fine-tune on d2) -> c (merge of a and b)
+    let (a, b, c) = (Hash32([60; 32]), Hash32([61; 32]), Hash32([62; 32]));
+    let txs = vec![
+        n.tx(0, publish(60, &[MODEL], &[d1])),
+        n.tx(4, publish(61, &[MODEL], &[d2])),
+    ];
+    n.block(10, txs);
+    let tx = n.tx(0, publish(62, &[a, b], &[d1, d2]));
+    n.block(10, vec![tx]);
+    let l = n.state.lineage(&c).unwrap();
+    assert_eq!(l.model.parents, vec![a, b]);
+    let anc: Vec<(Hash32, u32)> = l.ancestors.iter().map(|x| (x.id, x.depth)).collect();
+    assert_eq!(
+        anc,
+        vec![(a, 1), (b, 1), (MODEL, 2)],
+        "the base appears once"
+    );
+    assert!(l.descendants.is_empty());
+    assert_eq!(l.model.datasets[1].contributor, Some(n.addr(4)));
+    assert_eq!(l.model.datasets[0].source.as_deref(), Some("legal corpus"));
+    let base = n.state.lineage(&MODEL).unwrap();
+    let desc: Vec<(Hash32, u32)> = base.descendants.iter().map(|x| (x.id, x.depth)).collect();
+    assert_eq!(desc, vec![(a, 1), (b, 1), (c, 2)]);
+    assert_eq!(base.model.author, n.addr(3));
+    assert!(n.state.lineage(&Hash32([99; 32])).is_none());
+
+    // Publication errors: unknown parent, unknown dataset, itself as parent, a repeat.
+    assert_eq!(
+        n.reject(0, publish(63, &[Hash32([98; 32])], &[])),
+        TxError::UnknownParent(Hash32([98; 32]))
+    );
+    assert_eq!(
+        n.reject(0, publish(63, &[MODEL], &[Hash32([97; 32])])),
+        TxError::UnknownDataset(Hash32([97; 32]))
+    );
+    assert!(matches!(
+        n.reject(0, publish(63, &[Hash32([63; 32])], &[])),
+        TxError::InvalidField(_)
+    ));
+    assert!(matches!(
+        n.reject(0, publish(63, &[a, a], &[])),
+        TxError::InvalidField(_)
+    ));
+    assert_eq!(n.reject(4, publish(60, &[], &[])), TxError::ModelExists(a));
+
+    // Items: the first contributor of each content id is credited; a later dataset that
+    // holds the same item counts it as a duplicate.
+    let item = |i: u8| Hash32([i; 32]);
+    let tx = n.tx(
+        0,
+        Action::AddDataItems {
+            dataset: d1,
+            items: vec![item(1), item(2), item(3)],
+        },
+    );
+    let ev = n.block(10, vec![tx]);
+    assert!(ev.contains(&Event::DataItemsAdded {
+        dataset: d1,
+        contributor: n.addr(0),
+        credited: 3,
+        duplicates: 0
+    }));
+    let tx = n.tx(
+        4,
+        Action::AddDataItems {
+            dataset: d2,
+            items: vec![item(3), item(4)],
+        },
+    );
+    let ev = n.block(10, vec![tx]);
+    assert!(ev.contains(&Event::DataItemsAdded {
+        dataset: d2,
+        contributor: n.addr(4),
+        credited: 1,
+        duplicates: 1
+    }));
+    assert_eq!(n.state.items[&item(3)].contributor, n.addr(0));
+    assert_eq!(n.state.items[&item(3)].dataset, d1);
+    assert_eq!(n.state.items[&item(4)].contributor, n.addr(4));
+    assert_eq!(
+        (n.state.data[&d1].credited, n.state.data[&d1].duplicates),
+        (3, 0)
+    );
+    assert_eq!(
+        (n.state.data[&d2].credited, n.state.data[&d2].duplicates),
+        (1, 1)
+    );
+    // Only the dataset's contributor adds to it; items must be new within the transaction.
+    assert!(matches!(
+        n.reject(
+            0,
+            Action::AddDataItems {
+                dataset: d2,
+                items: vec![item(5)]
+            }
+        ),
+        TxError::NotAllowed { .. }
+    ));
+    assert_eq!(
+        n.reject(
+            0,
+            Action::AddDataItems {
+                dataset: Hash32([96; 32]),
+                items: vec![item(5)]
+            }
+        ),
+        TxError::UnknownDataset(Hash32([96; 32]))
+    );
+    assert!(matches!(
+        n.reject(
+            0,
+            Action::AddDataItems {
+                dataset: d1,
+                items: vec![item(5), item(5)]
+            }
+        ),
+        TxError::InvalidField(_)
+    ));
+    assert!(matches!(
+        n.reject(
+            0,
+            Action::AddDataItems {
+                dataset: d1,
+                items: vec![]
+            }
+        ),
+        TxError::InvalidField(_)
+    ));
+}
+
 #[test]
 fn every_rejection_has_its_reason() {
     let mut n = net();

@@ -24,6 +24,12 @@ pub const MAX_LICENCE: usize = 64;
 pub const MAX_SOURCE: usize = 256;
 pub const MAX_ENDPOINT: usize = 256;
 pub const MAX_MODELS_PER_PROVIDER: usize = 16;
+/// Parents of one published model (a fine-tune has one, a merge several).
+pub const MAX_PARENTS: usize = 8;
+/// Training datasets named by one published model.
+pub const MAX_DATASETS: usize = 32;
+/// Item ids in one `add_data_items` transaction (a corpus is added in many).
+pub const MAX_ITEMS_PER_TX: usize = 100;
 
 pub mod domain {
     pub const TX_SIGNATURE: &str = "vouch 2026 transaction signature v1";
@@ -88,6 +94,22 @@ pub enum Action {
     Dispute { job: Hash32 },
     /// A validator's vote on a disputed job.
     ResolveDispute { job: Hash32, guilty: bool },
+    /// Publish a model version with its full lineage: the models it derives from (none for
+    /// a base model, one for a fine-tune, several for a merge) and the registered
+    /// datasets it was trained on; the sender becomes its author.
+    PublishModel {
+        id: Hash32,
+        name: String,
+        version: String,
+        parents: Vec<Hash32>,
+        datasets: Vec<Hash32>,
+        licence: String,
+        royalty_bps: u16,
+    },
+    /// Add items (content ids) to a dataset the sender registered; an item nobody added
+    /// before is credited to the sender, one already on the ledger is counted as a
+    /// duplicate and credits its first contributor only.
+    AddDataItems { dataset: Hash32, items: Vec<Hash32> },
 }
 
 impl Action {
@@ -104,6 +126,8 @@ impl Action {
             Action::AuditVerdict { .. } => 8,
             Action::Dispute { .. } => 9,
             Action::ResolveDispute { .. } => 10,
+            Action::PublishModel { .. } => 11,
+            Action::AddDataItems { .. } => 12,
         }
     }
 
@@ -120,6 +144,8 @@ impl Action {
             Action::AuditVerdict { .. } => "audit_verdict",
             Action::Dispute { .. } => "dispute",
             Action::ResolveDispute { .. } => "resolve_dispute",
+            Action::PublishModel { .. } => "publish_model",
+            Action::AddDataItems { .. } => "add_data_items",
         }
     }
 
@@ -200,6 +226,24 @@ impl Action {
             Action::ResolveDispute { job, guilty } => {
                 e.fixed(job.as_bytes()).u8(u8::from(*guilty));
             }
+            Action::PublishModel {
+                id,
+                name,
+                version,
+                parents,
+                datasets,
+                licence,
+                royalty_bps,
+            } => {
+                e.fixed(id.as_bytes()).str(name).str(version);
+                hashes(e, parents);
+                hashes(e, datasets);
+                e.str(licence).u32(u32::from(*royalty_bps));
+            }
+            Action::AddDataItems { dataset, items } => {
+                e.fixed(dataset.as_bytes());
+                hashes(e, items);
+            }
         }
     }
 
@@ -275,6 +319,29 @@ impl Action {
                 job: h(d)?,
                 guilty: bool_decode(d)?,
             },
+            11 => {
+                let id = h(d)?;
+                let name = d.str(MAX_NAME)?.to_string();
+                let version = d.str(MAX_VERSION)?.to_string();
+                let parents = hashes_decode(d, MAX_PARENTS)?;
+                let datasets = hashes_decode(d, MAX_DATASETS)?;
+                let licence = d.str(MAX_LICENCE)?.to_string();
+                let royalty_bps =
+                    u16::try_from(d.u32()?).map_err(|_| DecodeError::Invalid("royalty_bps"))?;
+                Action::PublishModel {
+                    id,
+                    name,
+                    version,
+                    parents,
+                    datasets,
+                    licence,
+                    royalty_bps,
+                }
+            }
+            12 => Action::AddDataItems {
+                dataset: h(d)?,
+                items: hashes_decode(d, MAX_ITEMS_PER_TX)?,
+            },
             _ => return Err(DecodeError::Invalid("unknown action tag")),
         })
     }
@@ -297,6 +364,21 @@ fn opt_hash_decode(d: &mut Decoder<'_>) -> Result<Option<Hash32>, DecodeError> {
         1 => Ok(Some(Hash32(d.fixed()?))),
         _ => Err(DecodeError::Invalid("option flag")),
     }
+}
+
+fn hashes(e: &mut Encoder, v: &[Hash32]) {
+    e.u32(v.len() as u32);
+    for h in v {
+        e.fixed(h.as_bytes());
+    }
+}
+
+fn hashes_decode(d: &mut Decoder<'_>, limit: usize) -> Result<Vec<Hash32>, DecodeError> {
+    let n = d.u32()? as usize;
+    if n > limit {
+        return Err(DecodeError::TooLong { len: n, limit });
+    }
+    (0..n).map(|_| d.fixed::<32>().map(Hash32)).collect()
 }
 
 fn bool_decode(d: &mut Decoder<'_>) -> Result<bool, DecodeError> {
@@ -646,6 +728,19 @@ mod tests {
                 id: h(6),
                 source: "s".into(),
                 licence: "cc-by-4.0".into(),
+            },
+            Action::PublishModel {
+                id: h(40),
+                name: "merge".into(),
+                version: "2.0".into(),
+                parents: vec![h(41), h(42)],
+                datasets: vec![h(43)],
+                licence: "apache-2.0".into(),
+                royalty_bps: 100,
+            },
+            Action::AddDataItems {
+                dataset: h(44),
+                items: vec![h(45), h(46), h(47)],
             },
             Action::SubmitJob {
                 model: h(7),
