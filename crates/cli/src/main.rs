@@ -75,6 +75,12 @@ enum Cmd {
         #[command(subcommand)]
         cmd: provenance::DataCmd,
     },
+    /// Annotation tasks: several staked annotators label the same items; the
+    /// stake-weighted majority decides, and those who agreed share the reward.
+    Task {
+        #[command(subcommand)]
+        cmd: provenance::TaskCmd,
+    },
     /// Run one validator of a multi-node network (BFT consensus with its peers).
     Node(ledger::NodeArgs),
     /// Write a network's genesis file from its nodes' keys.
@@ -265,6 +271,7 @@ fn main() -> ExitCode {
         Cmd::Tx { cmd } => ledger::tx(&cli.node, cmd),
         Cmd::Model { cmd } => provenance::model(&home, &cli.node, cmd, json),
         Cmd::Data { cmd } => provenance::data(&home, &cli.node, cmd, json),
+        Cmd::Task { cmd } => provenance::task(&home, &cli.node, cmd, json),
         Cmd::Apikey { data, cmd } => ledger::apikey(&home, &cli.node, data, cmd),
         Cmd::Block { cmd } => ledger::block(&cli.node, cmd),
         Cmd::Embed(a) => embed(&home, a),

@@ -52,6 +52,7 @@ pub fn router(s: AppState) -> Router {
         )
         .route("/v1/datasets/{id}", get(crate::provenance::dataset))
         .route("/v1/items/lookup", post(crate::provenance::items_lookup))
+        .route("/v1/tasks/{id}", get(crate::provenance::task))
         .route("/v1/models", get(crate::gateway::models))
         .route(
             "/v1/chat/completions",

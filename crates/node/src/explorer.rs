@@ -71,7 +71,9 @@ pub async fn recent(
                 | Event::JobExpired { job, .. }
                 | Event::JobDisputed { job }
                 | Event::Slashed { job, .. } => *job,
-                Event::Unbonded { .. } | Event::DataItemsAdded { .. } => continue,
+                Event::Unbonded { .. }
+                | Event::DataItemsAdded { .. }
+                | Event::TaskDecided { .. } => continue,
             };
             if jobs.len() < limit as usize && seen.insert(job) {
                 jobs.push(job);

@@ -139,3 +139,32 @@ pub async fn items_lookup(
         .collect();
     Ok(Json(json!({"known": known, "height": st.height})))
 }
+
+/// `GET /v1/tasks/{id}`: an annotation task, who labelled it, and its consensus once
+/// decided.
+pub async fn task(
+    AxState(s): AxState<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_hash(&id, "task id")?;
+    let st = s.chain.state();
+    let t = st
+        .tasks
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(format!("no annotation task {id}")))?;
+    let votes: Vec<Value> = t
+        .votes
+        .iter()
+        .map(|(a, stake, labels)| json!({"annotator": a, "stake": stake, "labels": labels}))
+        .collect();
+    let decided = t.decided.as_ref().map(|d| {
+        d.iter()
+            .map(|l| t.labels[*l as usize].clone())
+            .collect::<Vec<_>>()
+    });
+    Ok(Json(json!({
+        "id": id, "creator": t.creator, "items": t.items, "labels": t.labels,
+        "annotators": t.annotators, "escrow": t.escrow, "created_height": t.created_height,
+        "votes": votes, "decided": decided, "height": st.height,
+    })))
+}

@@ -172,6 +172,7 @@ impl Genesis {
             models,
             data: BTreeMap::new(),
             items: BTreeMap::new(),
+            tasks: BTreeMap::new(),
             jobs: BTreeMap::new(),
             job_timers: BTreeSet::new(),
             unbond_timers: BTreeSet::new(),

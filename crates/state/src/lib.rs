@@ -136,6 +136,47 @@ impl Model {
     }
 }
 
+/// An annotation task and the labels submitted for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    pub creator: Address,
+    pub items: Vec<Hash32>,
+    pub labels: Vec<String>,
+    /// Annotators the task waits for before it is decided.
+    pub annotators: u32,
+    /// The reward, escrowed from the creator until the task is decided.
+    pub escrow: u64,
+    pub created_height: u64,
+    /// Every submission: annotator, its bonded stake when it submitted (its weight), and
+    /// one label index per item.
+    pub votes: Vec<(Address, u64, Vec<u8>)>,
+    /// The consensus label of every item, once decided.
+    pub decided: Option<Vec<u8>>,
+}
+
+/// The stake-weighted consensus of a task's votes: for each item the label with the most
+/// stake behind it (the lowest index on a tie; a vote of an account without stake counts
+/// 1), and for each voter the number of items on which it agreed.
+pub fn consensus(task: &Task) -> (Vec<u8>, Vec<u32>) {
+    let n_labels = task.labels.len();
+    let decided: Vec<u8> = (0..task.items.len())
+        .map(|i| {
+            let mut weight = vec![0u128; n_labels];
+            for (_, stake, labels) in &task.votes {
+                weight[labels[i] as usize] += u128::from((*stake).max(1));
+            }
+            let best = weight.iter().copied().max().unwrap_or(0);
+            weight.iter().position(|w| *w == best).unwrap_or(0) as u8
+        })
+        .collect();
+    let agree = task
+        .votes
+        .iter()
+        .map(|(_, _, labels)| labels.iter().zip(&decided).filter(|(a, b)| a == b).count() as u32)
+        .collect();
+    (decided, agree)
+}
+
 /// Who first added a data item to the ledger: the only contributor it credits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ItemCredit {
@@ -295,6 +336,14 @@ pub enum Event {
         credited: u32,
         duplicates: u32,
     },
+    /// An annotation task reached its annotators: the consensus label of each item, what
+    /// each agreeing annotator was paid, and the rounding refunded to the creator.
+    TaskDecided {
+        task: Hash32,
+        labels: Vec<u8>,
+        rewards: Vec<(Address, u64)>,
+        refund: u64,
+    },
 }
 
 /// Why a transaction was rejected. Every message is meant for the person who sent it.
@@ -335,6 +384,8 @@ pub enum TxError {
     DuplicateData { id: Hash32, contributor: Address },
     #[error("unknown dataset {0}: register it first (register_data)")]
     UnknownDataset(Hash32),
+    #[error("unknown annotation task {0}")]
+    UnknownTask(Hash32),
     #[error("royalty {got} bps exceeds the limit {limit} bps")]
     RoyaltyTooHigh { got: u16, limit: u16 },
     #[error("invalid field: {0}")]
@@ -423,6 +474,9 @@ pub struct State {
     /// Data items by content id, with their first contributor.
     #[serde(default)]
     pub items: BTreeMap<Hash32, ItemCredit>,
+    /// Annotation tasks by id.
+    #[serde(default)]
+    pub tasks: BTreeMap<Hash32, Task>,
     pub jobs: BTreeMap<Hash32, Job>,
     /// (due time, job): expiry and settlement schedule.
     pub job_timers: BTreeSet<(u64, Hash32)>,
@@ -477,6 +531,11 @@ impl State {
             .values()
             .map(|j| u128::from(j.escrow))
             .sum::<u128>()
+            + self
+                .tasks
+                .values()
+                .map(|t| u128::from(t.escrow))
+                .sum::<u128>()
     }
 
     /// Checks a transaction's signature for this chain.
@@ -835,6 +894,79 @@ impl State {
                 }
                 Plan::Simple
             }
+            Action::CreateTask {
+                items,
+                labels,
+                annotators,
+                reward,
+            } => {
+                spend(*reward)?;
+                if items.is_empty() {
+                    return Err(TxError::InvalidField("no items".into()));
+                }
+                let distinct: BTreeSet<&Hash32> = items.iter().collect();
+                if distinct.len() != items.len() {
+                    return Err(TxError::InvalidField("an item is listed twice".into()));
+                }
+                if let Some(i) = items.iter().find(|i| !self.items.contains_key(i)) {
+                    return Err(TxError::InvalidField(format!(
+                        "item {i} is not on the ledger (add_data_items)"
+                    )));
+                }
+                let distinct: BTreeSet<&String> = labels.iter().collect();
+                if labels.len() < 2
+                    || distinct.len() != labels.len()
+                    || labels.iter().any(|l| l.trim().is_empty())
+                {
+                    return Err(TxError::InvalidField(
+                        "a task needs 2 to 16 distinct, non-empty labels".into(),
+                    ));
+                }
+                if *annotators == 0 || *annotators > vouch_types::tx::MAX_ANNOTATORS {
+                    return Err(TxError::InvalidField(format!(
+                        "annotators must be 1 to {}",
+                        vouch_types::tx::MAX_ANNOTATORS
+                    )));
+                }
+                Plan::Simple
+            }
+            Action::SubmitLabels { task, labels } => {
+                spend(0)?;
+                let t = self.tasks.get(task).ok_or(TxError::UnknownTask(*task))?;
+                if t.decided.is_some() {
+                    return Err(TxError::InvalidField(format!(
+                        "task {task} is already decided"
+                    )));
+                }
+                if tx.from == t.creator {
+                    return Err(TxError::NotAllowed {
+                        expected: "an annotator other than the task's creator".into(),
+                        got: tx.from,
+                    });
+                }
+                if acct.stake == 0 {
+                    return Err(TxError::InsufficientStake { need: 1, stake: 0 });
+                }
+                if t.votes.iter().any(|(a, _, _)| *a == tx.from) {
+                    return Err(TxError::InvalidField(
+                        "this annotator already labelled the task".into(),
+                    ));
+                }
+                if labels.len() != t.items.len() {
+                    return Err(TxError::InvalidField(format!(
+                        "{} labels for {} items",
+                        labels.len(),
+                        t.items.len()
+                    )));
+                }
+                if labels.iter().any(|l| *l as usize >= t.labels.len()) {
+                    return Err(TxError::InvalidField(format!(
+                        "a label index is not below {}",
+                        t.labels.len()
+                    )));
+                }
+                Plan::Simple
+            }
             Action::AddDataItems { dataset, items } => {
                 spend(0)?;
                 let d = self
@@ -1124,6 +1256,62 @@ impl State {
                         datasets: datasets.clone(),
                     },
                 );
+            }
+            (
+                Action::CreateTask {
+                    items,
+                    labels,
+                    annotators,
+                    reward,
+                },
+                _,
+            ) => {
+                self.accounts.entry(tx.from).or_default().balance -= reward;
+                self.tasks.insert(
+                    tx.id(&self.chain),
+                    Task {
+                        creator: tx.from,
+                        items: items.clone(),
+                        labels: labels.clone(),
+                        annotators: *annotators,
+                        escrow: *reward,
+                        created_height: height,
+                        votes: Vec::new(),
+                        decided: None,
+                    },
+                );
+            }
+            (Action::SubmitLabels { task, labels }, _) => {
+                let stake = self.accounts.get(&tx.from).map_or(0, |a| a.stake);
+                let t = self.tasks.get_mut(task).expect("validated");
+                t.votes.push((tx.from, stake, labels.clone()));
+                if t.votes.len() as u32 >= t.annotators {
+                    let (decided, agree) = consensus(t);
+                    let units: u64 = agree.iter().map(|a| u64::from(*a)).sum();
+                    let per = t.escrow.checked_div(units).unwrap_or(0);
+                    let rewards: Vec<(Address, u64)> = t
+                        .votes
+                        .iter()
+                        .zip(&agree)
+                        .filter(|(_, a)| **a > 0)
+                        .map(|((v, _, _), a)| (*v, per * u64::from(*a)))
+                        .collect();
+                    let paid: u64 = rewards.iter().map(|r| r.1).sum();
+                    let refund = t.escrow - paid;
+                    let creator = t.creator;
+                    t.escrow = 0;
+                    t.decided = Some(decided.clone());
+                    for (v, amount) in &rewards {
+                        self.credit(v, *amount);
+                    }
+                    self.credit(&creator, refund);
+                    events.push(Event::TaskDecided {
+                        task: *task,
+                        labels: decided,
+                        rewards,
+                        refund,
+                    });
+                }
             }
             (Action::AddDataItems { dataset, items }, _) => {
                 let mut credited = 0u32;

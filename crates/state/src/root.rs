@@ -181,6 +181,30 @@ pub fn encode(s: &State) -> Vec<u8> {
             e.fixed(k.as_bytes()).u64(d.credited).u64(d.duplicates);
         }
     }
+    if !s.tasks.is_empty() {
+        e.str("tasks v1").u64(s.tasks.len() as u64);
+        for (k, t) in &s.tasks {
+            e.fixed(k.as_bytes()).fixed(t.creator.as_bytes());
+            hashes(&mut e, &t.items);
+            e.u64(t.labels.len() as u64);
+            for l in &t.labels {
+                e.str(l);
+            }
+            e.u32(t.annotators).u64(t.escrow).u64(t.created_height);
+            e.u64(t.votes.len() as u64);
+            for (a, stake, labels) in &t.votes {
+                e.fixed(a.as_bytes()).u64(*stake).bytes(labels);
+            }
+            match &t.decided {
+                None => {
+                    e.u8(0);
+                }
+                Some(d) => {
+                    e.u8(1).bytes(d);
+                }
+            }
+        }
+    }
     e.u64(s.jobs.len() as u64);
     for (k, v) in &s.jobs {
         e.fixed(k.as_bytes());

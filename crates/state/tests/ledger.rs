@@ -528,6 +528,130 @@ fn lineage_spans_merges_and_datasets_and_items_credit_their_first_contributor() 
 }
 
 #[test]
+fn annotation_consensus_is_stake_weighted_and_pays_the_annotators_who_agree() {
+    let mut n = net();
+    // Key 4 unbonds to 40,000 so key 1 (100,000) outweighs keys 2 and 4 together (90,000).
+    let (d, item) = (Hash32([70; 32]), |i: u8| Hash32([80 + i; 32]));
+    let txs = vec![
+        n.tx(0, dataset(70, "reviews")),
+        n.tx(4, Action::Unbond { amount: 10_000 }),
+        n.tx(
+            0,
+            Action::Transfer {
+                to: n.addr(3),
+                amount: 1_000,
+            },
+        ),
+    ];
+    n.block(10, txs);
+    let tx = n.tx(
+        0,
+        Action::AddDataItems {
+            dataset: d,
+            items: vec![item(0), item(1), item(2)],
+        },
+    );
+    n.block(10, vec![tx]);
+    let labels = vec!["positive".to_string(), "negative".to_string()];
+    let create = |items: Vec<Hash32>, labels: &[String], annotators| Action::CreateTask {
+        items,
+        labels: labels.to_vec(),
+        annotators,
+        reward: 9_000,
+    };
+    // Unknown item, one label, no annotators: refused.
+    assert!(
+        matches!(n.reject(0, create(vec![item(9)], &labels, 3)), TxError::InvalidField(m) if m.contains("not on the ledger"))
+    );
+    assert!(matches!(
+        n.reject(0, create(vec![item(0)], &labels[..1], 3)),
+        TxError::InvalidField(_)
+    ));
+    assert!(matches!(
+        n.reject(0, create(vec![item(0)], &labels, 0)),
+        TxError::InvalidField(_)
+    ));
+    let before = n.balance(0);
+    let tx = n.tx(0, create(vec![item(0), item(1), item(2)], &labels, 3));
+    let task = tx.id(&n.state.chain);
+    n.block(10, vec![tx]);
+    assert_eq!(n.balance(0), before - 1 - 9_000, "the reward is escrowed");
+    assert_eq!(n.state.tasks[&task].escrow, 9_000);
+
+    let vote = |labels: Vec<u8>| Action::SubmitLabels { task, labels };
+    // The creator, an account without stake, a wrong count, an unknown label: refused.
+    assert!(matches!(
+        n.reject(0, vote(vec![0, 0, 0])),
+        TxError::NotAllowed { .. }
+    ));
+    assert!(matches!(
+        n.reject(3, vote(vec![0, 0, 0])),
+        TxError::InsufficientStake { .. }
+    ));
+    assert!(matches!(
+        n.reject(1, vote(vec![0, 0])),
+        TxError::InvalidField(_)
+    ));
+    assert!(matches!(
+        n.reject(1, vote(vec![0, 0, 2])),
+        TxError::InvalidField(_)
+    ));
+    assert_eq!(
+        n.reject(
+            1,
+            Action::SubmitLabels {
+                task: Hash32([1; 32]),
+                labels: vec![0]
+            }
+        ),
+        TxError::UnknownTask(Hash32([1; 32]))
+    );
+
+    let txs = vec![n.tx(1, vote(vec![0, 1, 1])), n.tx(2, vote(vec![0, 0, 0]))];
+    let ev = n.block(10, txs);
+    assert!(
+        !ev.iter().any(|e| matches!(e, Event::TaskDecided { .. })),
+        "two of three"
+    );
+    assert!(
+        matches!(n.reject(2, vote(vec![1, 1, 1])), TxError::InvalidField(m) if m.contains("already labelled"))
+    );
+    let (b1, b2, b4) = (n.balance(1), n.balance(2), n.balance(4));
+    let tx = n.tx(4, vote(vec![1, 0, 0]));
+    let ev = n.block(10, vec![tx]);
+    // Item 0: 150,000 for "positive" against 40,000. Items 1 and 2: key 1's 100,000 for
+    // "negative" outweighs keys 2 and 4 (90,000) although they are two.
+    // Agreements: key 1 three, key 2 one, key 4 none: 9,000 / 4 = 2,250 per agreement.
+    let decided = ev
+        .iter()
+        .find_map(|e| match e {
+            Event::TaskDecided {
+                task: t,
+                labels,
+                rewards,
+                refund,
+            } if *t == task => Some((labels.clone(), rewards.clone(), *refund)),
+            _ => None,
+        })
+        .expect("decided by the third annotator");
+    assert_eq!(decided.0, vec![0, 1, 1]);
+    assert_eq!(decided.1, vec![(n.addr(1), 6_750), (n.addr(2), 2_250)]);
+    assert_eq!(decided.2, 0);
+    assert_eq!(n.balance(1), b1 + 6_750);
+    assert_eq!(
+        n.balance(2),
+        b2 + 2_250 + 1,
+        "and key 4's fee, as the block's proposer"
+    );
+    assert_eq!(n.balance(4), b4 - 1, "only the fee");
+    assert_eq!(n.state.tasks[&task].decided, Some(vec![0, 1, 1]));
+    assert_eq!(n.state.tasks[&task].escrow, 0);
+    assert!(
+        matches!(n.reject(4, vote(vec![0, 0, 0])), TxError::InvalidField(m) if m.contains("already decided"))
+    );
+}
+
+#[test]
 fn every_rejection_has_its_reason() {
     let mut n = net();
     let chain = n.state.chain;

@@ -95,7 +95,7 @@ fn event_job(e: &Event) -> Option<Hash32> {
         | Event::JobSettled { job, .. }
         | Event::JobExpired { job, .. }
         | Event::Slashed { job, .. } => Some(*job),
-        Event::Unbonded { .. } | Event::DataItemsAdded { .. } => None,
+        Event::Unbonded { .. } | Event::DataItemsAdded { .. } | Event::TaskDecided { .. } => None,
     }
 }
 

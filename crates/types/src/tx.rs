@@ -30,6 +30,12 @@ pub const MAX_PARENTS: usize = 8;
 pub const MAX_DATASETS: usize = 32;
 /// Item ids in one `add_data_items` transaction (a corpus is added in many).
 pub const MAX_ITEMS_PER_TX: usize = 100;
+/// Labels an annotation task offers.
+pub const MAX_LABELS: usize = 16;
+/// Bytes of one label.
+pub const MAX_LABEL: usize = 32;
+/// Annotators an annotation task waits for.
+pub const MAX_ANNOTATORS: u32 = 64;
 
 pub mod domain {
     pub const TX_SIGNATURE: &str = "vouch 2026 transaction signature v1";
@@ -110,6 +116,19 @@ pub enum Action {
     /// before is credited to the sender, one already on the ledger is counted as a
     /// duplicate and credits its first contributor only.
     AddDataItems { dataset: Hash32, items: Vec<Hash32> },
+    /// Open an annotation task over data items already on the ledger: each of
+    /// `annotators` staked accounts labels every item with one of `labels`; the consensus
+    /// label of an item is the one with the most stake behind it; `reward` (escrowed from
+    /// the sender) is shared by the annotators who agreed with the consensus. Task id =
+    /// transaction id.
+    CreateTask {
+        items: Vec<Hash32>,
+        labels: Vec<String>,
+        annotators: u32,
+        reward: u64,
+    },
+    /// An annotator's labels for a task: one index into its `labels` per item, in order.
+    SubmitLabels { task: Hash32, labels: Vec<u8> },
 }
 
 impl Action {
@@ -128,6 +147,8 @@ impl Action {
             Action::ResolveDispute { .. } => 10,
             Action::PublishModel { .. } => 11,
             Action::AddDataItems { .. } => 12,
+            Action::CreateTask { .. } => 13,
+            Action::SubmitLabels { .. } => 14,
         }
     }
 
@@ -146,6 +167,8 @@ impl Action {
             Action::ResolveDispute { .. } => "resolve_dispute",
             Action::PublishModel { .. } => "publish_model",
             Action::AddDataItems { .. } => "add_data_items",
+            Action::CreateTask { .. } => "create_task",
+            Action::SubmitLabels { .. } => "submit_labels",
         }
     }
 
@@ -243,6 +266,25 @@ impl Action {
             Action::AddDataItems { dataset, items } => {
                 e.fixed(dataset.as_bytes());
                 hashes(e, items);
+            }
+            Action::CreateTask {
+                items,
+                labels,
+                annotators,
+                reward,
+            } => {
+                hashes(e, items);
+                e.u32(labels.len() as u32);
+                for l in labels {
+                    e.str(l);
+                }
+                e.u32(*annotators).u64(*reward);
+            }
+            Action::SubmitLabels { task, labels } => {
+                e.fixed(task.as_bytes()).u32(labels.len() as u32);
+                for l in labels {
+                    e.u8(*l);
+                }
             }
         }
     }
@@ -342,6 +384,37 @@ impl Action {
                 dataset: h(d)?,
                 items: hashes_decode(d, MAX_ITEMS_PER_TX)?,
             },
+            13 => {
+                let items = hashes_decode(d, MAX_ITEMS_PER_TX)?;
+                let n = d.u32()? as usize;
+                if n > MAX_LABELS {
+                    return Err(DecodeError::TooLong {
+                        len: n,
+                        limit: MAX_LABELS,
+                    });
+                }
+                let labels = (0..n)
+                    .map(|_| d.str(MAX_LABEL).map(str::to_string))
+                    .collect::<Result<_, _>>()?;
+                Action::CreateTask {
+                    items,
+                    labels,
+                    annotators: d.u32()?,
+                    reward: d.u64()?,
+                }
+            }
+            14 => {
+                let task = h(d)?;
+                let n = d.u32()? as usize;
+                if n > MAX_ITEMS_PER_TX {
+                    return Err(DecodeError::TooLong {
+                        len: n,
+                        limit: MAX_ITEMS_PER_TX,
+                    });
+                }
+                let labels = (0..n).map(|_| d.u8()).collect::<Result<_, _>>()?;
+                Action::SubmitLabels { task, labels }
+            }
             _ => return Err(DecodeError::Invalid("unknown action tag")),
         })
     }
@@ -741,6 +814,16 @@ mod tests {
             Action::AddDataItems {
                 dataset: h(44),
                 items: vec![h(45), h(46), h(47)],
+            },
+            Action::CreateTask {
+                items: vec![h(48), h(49)],
+                labels: vec!["positive".into(), "negative".into()],
+                annotators: 3,
+                reward: 9_000,
+            },
+            Action::SubmitLabels {
+                task: h(50),
+                labels: vec![1, 0],
             },
             Action::SubmitJob {
                 model: h(7),
