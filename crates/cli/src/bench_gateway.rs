@@ -174,6 +174,9 @@ pub fn run(home: &Path, a: GatewayBenchArgs) -> Result<()> {
         queue_depth: a.queue_depth,
         upstream: None,
         net: None,
+        models_home: None,
+        public_api: None,
+        follow_models: false,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -148,6 +148,9 @@ pub fn run(home: &std::path::Path, a: NetworkBenchArgs) -> Result<()> {
                 queue_depth: 1,
                 upstream: None,
                 net: None,
+                models_home: None,
+                public_api: None,
+                follow_models: false,
             };
             let engine = vouch_node::SimplexEngine {
                 listen: ([127, 0, 0, 1], p2p[i]).into(),
@@ -393,6 +396,9 @@ fn run_model(home: &std::path::Path, a: &NetworkBenchArgs) -> Result<()> {
                 queue_depth: vouch_node::DEFAULT_QUEUE_DEPTH,
                 upstream: None,
                 net: Some(port_end),
+                models_home: None,
+                public_api: None,
+                follow_models: false,
             };
             let engine = vouch_node::SimplexEngine {
                 listen: ([127, 0, 0, 1], p2p[i]).into(),

@@ -195,6 +195,8 @@ pub struct Net {
     pub peers: Vec<(Hash32, SocketAddr)>,
     pub provider: bool,
     pub leader_timeout_ms: u64,
+    pub public_api: Option<String>,
+    pub follow_models: bool,
 }
 
 /// Starts a node with settled settings: the single-validator engine, a follower, or
@@ -298,6 +300,9 @@ fn launch(home: &Path, a: UpSettings, net: Option<Net>) -> Result<()> {
         queue_depth: a.queue_depth,
         upstream: a.follow.clone(),
         net: port,
+        models_home: Some(home.to_path_buf()),
+        public_api: net.as_ref().and_then(|n| n.public_api.clone()),
+        follow_models: net.as_ref().is_some_and(|n| n.follow_models),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -403,6 +408,14 @@ pub struct NodeArgs {
     /// Log format on stderr: text or json.
     #[arg(long)]
     pub log_format: Option<LogFormat>,
+    /// The URL other nodes reach this node's API at, announced to peers for model
+    /// transfers [default: http://<--api> unless it is an unspecified address].
+    #[arg(long)]
+    pub public_api: Option<String>,
+    /// Pull every newly published model version that descends from a model this node
+    /// holds, from the peers that have it (opt-in propagation of new versions).
+    #[arg(long)]
+    pub follow_models: bool,
     /// Print this node's keys (validator = its id for --peer, provider, faucet, author)
     /// as JSON, creating them if needed, and exit.
     #[arg(long)]
@@ -465,6 +478,8 @@ pub fn node(home: &Path, a: NodeArgs) -> Result<()> {
             peers,
             provider: a.provider,
             leader_timeout_ms: a.leader_timeout_ms.max(100),
+            public_api: a.public_api.clone(),
+            follow_models: a.follow_models,
         }),
     )
 }
@@ -713,6 +728,11 @@ pub enum WalletCmd {
     },
     /// Send funds to another address.
     Send { to: Hash32, amount: u64 },
+    /// Bond part of the balance as stake (what annotation votes and provider registration
+    /// weigh).
+    Stake { amount: u64 },
+    /// Start unbonding stake; it returns to the balance after the unbonding period.
+    Unbond { amount: u64 },
 }
 
 pub fn wallet_path(home: &Path) -> PathBuf {
@@ -804,20 +824,29 @@ pub fn wallet(home: &Path, node: &str, cmd: WalletCmd, json_out: bool) -> Result
             Ok(())
         }
         WalletCmd::Send { to, amount } => {
-            let key = load_wallet(home)?;
-            let status = client.get("/v1/status")?;
-            let tx = sign(&client, &status, &key, Action::Transfer { to, amount })?;
-            let v = client.post(
-                "/v1/txs",
-                &json!({"tx": hex::encode(tx.encode()), "wait": true}),
-            )?;
-            println!("{v}");
-            if v["result"]["status"] != "committed" {
-                bail!("transfer not committed: {}", v["result"]);
-            }
-            Ok(())
+            submit_one(home, &client, Action::Transfer { to, amount }, "transfer")
+        }
+        WalletCmd::Stake { amount } => submit_one(home, &client, Action::Stake { amount }, "stake"),
+        WalletCmd::Unbond { amount } => {
+            submit_one(home, &client, Action::Unbond { amount }, "unbond")
         }
     }
+}
+
+/// Signs `action` from the wallet, submits it, waits for its block, prints the result.
+fn submit_one(home: &Path, client: &Client, action: Action, what: &str) -> Result<()> {
+    let key = load_wallet(home)?;
+    let status = client.get("/v1/status")?;
+    let tx = sign(client, &status, &key, action)?;
+    let v = client.post(
+        "/v1/txs",
+        &json!({"tx": hex::encode(tx.encode()), "wait": true}),
+    )?;
+    println!("{v}");
+    if v["result"]["status"] != "committed" {
+        bail!("{what} not committed: {}", v["result"]);
+    }
+    Ok(())
 }
 
 fn hash_field(v: &Value, what: &str) -> Result<Hash32> {

@@ -6,6 +6,7 @@ mod bench_data;
 mod bench_gateway;
 mod bench_ledger;
 mod bench_network;
+mod bench_pull;
 mod client;
 mod keys;
 mod ledger;
@@ -143,6 +144,9 @@ enum BenchCmd {
     /// Finality latency and committed transactions per second on four validators
     /// (in this process, loopback TCP, no model).
     Network(bench_network::NetworkBenchArgs),
+    /// Model pull throughput from a peer over loopback (every piece verified, written,
+    /// synced) against the loopback TCP limit and a plain unverified download.
+    Pull(bench_pull::PullBenchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -300,6 +304,9 @@ fn main() -> ExitCode {
         Cmd::Bench {
             cmd: BenchCmd::Network(a),
         } => bench_network::run(&home, a),
+        Cmd::Bench {
+            cmd: BenchCmd::Pull(a),
+        } => bench_pull::run(&home, a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

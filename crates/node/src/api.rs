@@ -30,6 +30,10 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Job dispatch to other nodes' providers (multi-node networks only).
     pub dispatch: Option<Arc<crate::dispatch::Dispatch>>,
+    /// Model files this node serves to peers.
+    pub blobs: Option<Arc<crate::blobs::BlobStore>>,
+    /// This node's API address as peers reach it.
+    pub public_api: Option<Arc<String>>,
 }
 
 pub fn router(s: AppState) -> Router {
@@ -53,6 +57,10 @@ pub fn router(s: AppState) -> Router {
         .route("/v1/datasets/{id}", get(crate::provenance::dataset))
         .route("/v1/items/lookup", post(crate::provenance::items_lookup))
         .route("/v1/tasks/{id}", get(crate::provenance::task))
+        .route("/v1/p2p/models/{id}/manifest", get(crate::blobs::manifest))
+        .route("/v1/p2p/models/{id}/sources", get(crate::blobs::sources))
+        .route("/v1/p2p/blobs/{hash}", get(crate::blobs::blob))
+        .route("/v1/p2p/blobs/{hash}/outboard", get(crate::blobs::outboard))
         .route("/v1/models", get(crate::gateway::models))
         .route(
             "/v1/chat/completions",

@@ -69,6 +69,12 @@ pub enum Wire {
         running: u32,
         depth: u32,
     },
+    /// Every node, every [`HELLO_EVERY`]: the API address it serves model files at and
+    /// the models it holds whole (see [`crate::blobs`]).
+    Seeds {
+        api: String,
+        models: Vec<Hash32>,
+    },
     Ask {
         id: u64,
         job: JobRequest,
@@ -217,6 +223,8 @@ struct Inner {
     openings: HashMap<Hash32, mpsc::UnboundedSender<Wire>>,
     /// Local provider: smoothed ms per token (for ranking it against remotes).
     local_ms_per_token: Option<f64>,
+    /// Peers' model-file announcements: API address, models, when last heard.
+    seeds: HashMap<Hash32, (String, Vec<Hash32>, Instant)>,
 }
 
 /// The dispatch service of one node.
@@ -238,6 +246,7 @@ impl Dispatch {
         provider: Option<Arc<ProviderRole>>,
         me: &SigningKey,
         port: NetPort,
+        seeds: Option<(String, Arc<crate::blobs::BlobStore>)>,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Arc<Self> {
         let d = Arc::new(Dispatch {
@@ -252,6 +261,7 @@ impl Dispatch {
                 receipts: HashMap::new(),
                 openings: HashMap::new(),
                 local_ms_per_token: None,
+                seeds: HashMap::new(),
             }),
         });
         let hello = d.provider.as_ref().map(|p| {
@@ -272,6 +282,13 @@ impl Dispatch {
                         None => return,
                     },
                     _ = tick.tick() => {
+                        if let Some((api, store)) = &seeds {
+                            let st = store.clone();
+                            let models = tokio::task::spawn_blocking(move || st.local_models())
+                                .await
+                                .unwrap_or_default();
+                            me.send(None, &Wire::Seeds { api: api.clone(), models });
+                        }
                         if let (Some(p), Some(proof)) = (&me.provider, &hello) {
                             let running = (p.queue_depth - p.queue.available_permits()) as u32;
                             me.send(None, &Wire::Hello {
@@ -327,6 +344,17 @@ impl Dispatch {
                 running,
                 depth,
             } => self.on_hello(peer, provider, &proof, models, running, depth),
+            Wire::Seeds { api, models } => {
+                // The p2p layer authenticated `peer`; only http(s) addresses are kept.
+                if (api.starts_with("http://") || api.starts_with("https://"))
+                    && api.len() <= 256
+                    && models.len() <= 1024
+                {
+                    self.lock()
+                        .seeds
+                        .insert(peer, (api, models, Instant::now()));
+                }
+            }
             Wire::Ask { id, job } => {
                 let me = self.clone();
                 tokio::spawn(async move { me.serve(peer, id, job).await });
@@ -413,6 +441,19 @@ impl Dispatch {
         r.running = running;
         r.depth = depth.max(1);
         r.seen = Instant::now();
+    }
+
+    /// API addresses of the peers that announced `model` recently.
+    pub fn seeds_of(&self, model: &Hash32) -> Vec<String> {
+        let inner = self.lock();
+        let mut out: Vec<String> = inner
+            .seeds
+            .values()
+            .filter(|(_, models, seen)| seen.elapsed() < HELLO_EVERY * 10 && models.contains(model))
+            .map(|(api, _, _)| api.clone())
+            .collect();
+        out.sort();
+        out
     }
 
     /// Ranks every provider that serves `model` (this node's own included), best first.

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod bft;
+pub mod blobs;
 pub mod chain;
 pub mod consensus;
 pub mod dispatch;
@@ -157,6 +158,13 @@ pub struct NodeConfig {
     /// The node's end of the p2p job channel (multi-node networks): jobs go to other
     /// nodes' providers and audits fetch their receipts.
     pub net: Option<dispatch::NetPort>,
+    /// The Vouch home whose model files this node serves to peers (`models/`, `blobs/`).
+    pub models_home: Option<PathBuf>,
+    /// The API address peers reach this node at [default: `http://<listen>` unless it
+    /// listens on an unspecified address].
+    pub public_api: Option<String>,
+    /// Pull new model versions descending from the models this node holds.
+    pub follow_models: bool,
 }
 
 /// Default provider queue depth.
@@ -265,15 +273,44 @@ pub async fn start(cfg: NodeConfig, engine: Box<dyn Engine>) -> Result<Running> 
             queue_full: Default::default(),
         })
     });
+    // Bound before the roles start, so the address can be announced to peers.
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let public_api = cfg
+        .public_api
+        .clone()
+        .or_else(|| (!addr.ip().is_unspecified()).then(|| format!("http://{addr}")));
+    let blobs = cfg
+        .models_home
+        .as_deref()
+        .map(|h| Arc::new(blobs::BlobStore::new(h)));
     let dispatch = cfg.net.map(|port| {
+        let seeds = blobs
+            .clone()
+            .and_then(|b| public_api.clone().map(|api| (api, b)));
         dispatch::Dispatch::start(
             chain.clone(),
             provider.clone(),
             &validator_key,
             port,
+            seeds,
             shutdown_rx.clone(),
         )
     });
+    if cfg.follow_models {
+        match (&blobs, &dispatch) {
+            (Some(b), Some(d)) => {
+                let (c, b, d, rx) = (chain.clone(), b.clone(), d.clone(), shutdown_rx.clone());
+                tasks.push(tokio::spawn(async move {
+                    blobs::follow(c, b, d, rx).await;
+                    Ok(())
+                }));
+            }
+            _ => tracing::warn!("--follow-models needs peers and a model store; ignored"),
+        }
+    }
     if cfg.audit {
         if let Some(p) = &provider {
             let v = Arc::new(validator::ValidatorRole {
@@ -301,11 +338,9 @@ pub async fn start(cfg: NodeConfig, engine: Box<dyn Engine>) -> Result<Running> 
         budgets: Arc::new(gateway::Budgets::default()),
         metrics: metrics.clone(),
         dispatch,
+        blobs,
+        public_api: public_api.map(Arc::new),
     });
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
-    let addr = listener.local_addr()?;
     let mut rx = shutdown_rx;
     tasks.push(tokio::spawn(async move {
         axum::serve(listener, router)
