@@ -11,6 +11,7 @@ mod client;
 mod keys;
 mod ledger;
 mod provenance;
+mod synth;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -76,6 +77,9 @@ enum Cmd {
         #[command(subcommand)]
         cmd: provenance::DataCmd,
     },
+    /// Synthetic data: generate samples with the network's model (each with its receipt)
+    /// and register them as a dataset whose lineage points to the model.
+    Synth(synth::SynthArgs),
     /// Annotation tasks: several staked annotators label the same items; the
     /// stake-weighted majority decides, and those who agreed share the reward.
     Task {
@@ -276,6 +280,7 @@ fn main() -> ExitCode {
         Cmd::Model { cmd } => provenance::model(&home, &cli.node, cmd, json),
         Cmd::Data { cmd } => provenance::data(&home, &cli.node, cmd, json),
         Cmd::Task { cmd } => provenance::task(&home, &cli.node, cmd, json),
+        Cmd::Synth(a) => synth::run(&home, &cli.node, a, json),
         Cmd::Apikey { data, cmd } => ledger::apikey(&home, &cli.node, data, cmd),
         Cmd::Block { cmd } => ledger::block(&cli.node, cmd),
         Cmd::Embed(a) => embed(&home, a),

@@ -346,3 +346,159 @@ fn data_credit_and_model_lineage_on_a_dev_node() {
     assert_eq!(again["new"], 0, "{again}");
     assert_eq!(again["registered"], false, "{again}");
 }
+
+/// Balance of the wallet in `home`.
+fn balance(home: &Path, url: &str) -> u64 {
+    ok(home, url, &["wallet", "balance"])["balance"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn synthetic_data_carries_receipts_and_annotators_reach_stake_weighted_consensus() {
+    let dir = tempfile::tempdir().unwrap();
+    let node_home = dir.path().join("node");
+    std::fs::create_dir_all(&node_home).unwrap();
+    let (_node, url) = start_dev_node(&node_home);
+    let owner = dir.path().join("owner");
+    std::fs::create_dir_all(&owner).unwrap();
+    share_models(&owner);
+    ok(&owner, &url, &["wallet", "new"]);
+    let smol = vouch_inference::models::SMOLLM2_135M.id().to_string();
+
+    // Three samples from two seed prompts, each with its receipt.
+    let seeds = dir.path().join("seeds.jsonl");
+    std::fs::write(
+        &seeds,
+        "{\"prompt\": \"Write one sentence about the sea.\"}\n\"Name a fruit and describe it.\"\n",
+    )
+    .unwrap();
+    let out = dir.path().join("samples.jsonl");
+    let r = ok(
+        &owner,
+        &url,
+        &[
+            "synth",
+            "--prompts",
+            seeds.to_str().unwrap(),
+            "--n",
+            "3",
+            "--max-tokens",
+            "16",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r["samples"], 3, "{r}");
+    assert_eq!(r["registered"], true, "{r}");
+    assert_eq!(r["credited"], r["distinct"], "{r}");
+    let dataset = r["dataset"].as_str().unwrap().to_string();
+    let lines: Vec<Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(json)
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["receipt"]["output"], l["text"], "sample {i}");
+        assert_eq!(l["receipt"]["model"], smol.as_str());
+        assert_eq!(l["seed"], 1 + i as u64);
+        assert_eq!(
+            l["item"].as_str().unwrap(),
+            vouch_data::item_id(l["text"].as_str().unwrap()).to_string()
+        );
+    }
+    assert_eq!(lines[2]["prompt"], "Write one sentence about the sea.");
+    // Each receipt checks offline, with its proof of inclusion in a block.
+    let receipt = dir.path().join("r.json");
+    std::fs::write(&receipt, lines[1]["receipt"].to_string()).unwrap();
+    let (okv, vout, verr) = vouch(
+        &owner,
+        &url,
+        &["verify", receipt.to_str().unwrap(), "--require-inclusion"],
+    );
+    assert!(okv && vout.contains("VALID"), "{vout}{verr}");
+    // On the ledger: the dataset names the model that made it; the model's lineage lists
+    // the dataset.
+    let d = common::net::get_json(&format!("{url}/v1/datasets/{dataset}"));
+    assert_eq!(d["generated_by"], smol.as_str(), "{d}");
+    let l = ok(&owner, &url, &["model", "lineage", &smol]);
+    assert_eq!(l["generated"][0]["id"], dataset.as_str(), "{l}");
+    let (_, text, _) = vouch(&owner, &url, &["model", "lineage", &smol]);
+    assert!(text.contains("generated datasets"), "{text}");
+
+    // Annotation of the samples: one heavy staker and two light ones.
+    let annotators: Vec<_> = ["heavy", "light1", "light2"]
+        .iter()
+        .map(|n| {
+            let h = dir.path().join(n);
+            std::fs::create_dir_all(&h).unwrap();
+            ok(&h, &url, &["wallet", "new"]);
+            h
+        })
+        .collect();
+    for (h, stake) in annotators.iter().zip(["60000000", "10000000", "10000000"]) {
+        let (okk, o, e) = vouch(h, &url, &["wallet", "stake", stake]);
+        assert!(okk, "{o}{e}");
+    }
+    assert_eq!(
+        ok(&annotators[0], &url, &["wallet", "balance"])["stake"],
+        60_000_000
+    );
+    let t = ok(
+        &owner,
+        &url,
+        &[
+            "task",
+            "create",
+            "--dataset",
+            &dataset,
+            "--labels",
+            "good,bad",
+            "--annotators",
+            "3",
+            "--reward",
+            "10000",
+        ],
+    );
+    assert_eq!(t["items"], 3, "{t}");
+    let task = t["task"].as_str().unwrap().to_string();
+    // The creator cannot vote on its own task; labels must be the task's.
+    let (okk, _, e) = vouch(
+        &owner,
+        &url,
+        &["task", "label", &task, "good", "good", "good"],
+    );
+    assert!(!okk, "{e}");
+    let (okk, _, e) = vouch(
+        &annotators[1],
+        &url,
+        &["task", "label", &task, "good", "meh", "bad"],
+    );
+    assert!(!okk && e.contains("meh"), "{e}");
+    let before: Vec<u64> = annotators.iter().map(|h| balance(h, &url)).collect();
+    let votes = [
+        ["good", "good", "bad"],
+        ["bad", "good", "good"],
+        ["bad", "good", "good"],
+    ];
+    for (i, (h, v)) in annotators.iter().zip(votes).enumerate() {
+        let mut args = vec!["task", "label", task.as_str()];
+        args.extend(v);
+        let r = ok(h, &url, &args);
+        assert_eq!(r["votes"], i + 1, "{r}");
+    }
+    // Item 0 and 2: 60M of stake outweighs 2 x 10M; item 1: unanimous.
+    let shown = ok(&owner, &url, &["task", "show", &task]);
+    assert_eq!(
+        shown["decided"],
+        serde_json::json!(["good", "good", "bad"]),
+        "{shown}"
+    );
+    // 10,000 over 5 agreements: 3 for the heavy staker, 1 each for the light ones.
+    let fee = 10;
+    let after: Vec<u64> = annotators.iter().map(|h| balance(h, &url)).collect();
+    assert_eq!(after[0], before[0] - fee + 6_000);
+    assert_eq!(after[1], before[1] - fee + 2_000);
+    assert_eq!(after[2], before[2] - fee + 2_000);
+}

@@ -61,6 +61,7 @@ pub async fn lineage(
         "model": node(&l.model),
         "ancestors": l.ancestors.iter().map(node).collect::<Vec<_>>(),
         "descendants": l.descendants.iter().map(node).collect::<Vec<_>>(),
+        "generated": l.generated,
         "height": s.chain.state().height,
     })))
 }
@@ -101,6 +102,7 @@ pub async fn dataset(
         "id": id, "source": d.source, "licence": d.licence, "contributor": d.contributor,
         "registered_height": d.registered_height, "credited": d.credited,
         "duplicates": d.duplicates, "trained_models": used_by,
+        "generated_by": d.generated_by,
     })))
 }
 

@@ -197,6 +197,9 @@ pub struct DataItem {
     /// Items added to this dataset that another dataset had first (credited there).
     #[serde(default)]
     pub duplicates: u64,
+    /// The model whose jobs generated this dataset (synthetic data), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generated_by: Option<Hash32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -988,8 +991,13 @@ impl State {
                 }
                 Plan::Simple
             }
-            Action::RegisterData { id, .. } => {
+            Action::RegisterData { id, .. } | Action::RegisterSynthetic { id, .. } => {
                 spend(0)?;
+                if let Action::RegisterSynthetic { model, .. } = &tx.action {
+                    if !self.models.contains_key(model) {
+                        return Err(TxError::UnknownModel(*model));
+                    }
+                }
                 if let Some(existing) = self.data.get(id) {
                     return Err(TxError::DuplicateData {
                         id: *id,
@@ -1227,6 +1235,29 @@ impl State {
                         registered_height: height,
                         credited: 0,
                         duplicates: 0,
+                        generated_by: None,
+                    },
+                );
+            }
+            (
+                Action::RegisterSynthetic {
+                    id,
+                    model,
+                    source,
+                    licence,
+                },
+                _,
+            ) => {
+                self.data.insert(
+                    *id,
+                    DataItem {
+                        source: source.clone(),
+                        licence: licence.clone(),
+                        contributor: tx.from,
+                        registered_height: height,
+                        credited: 0,
+                        duplicates: 0,
+                        generated_by: Some(*model),
                     },
                 );
             }

@@ -19,6 +19,9 @@ pub struct DatasetRef {
     pub contributor: Option<Address>,
     /// Items first added to the ledger by this dataset.
     pub credited: u64,
+    /// For synthetic data: the model that generated it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generated_by: Option<Hash32>,
 }
 
 /// One model in a lineage view.
@@ -45,6 +48,9 @@ pub struct Lineage {
     pub ancestors: Vec<LineageNode>,
     /// Breadth first: children, then grandchildren, ...
     pub descendants: Vec<LineageNode>,
+    /// Datasets this model generated (synthetic data registered on the ledger).
+    #[serde(default)]
+    pub generated: Vec<DatasetRef>,
 }
 
 impl State {
@@ -60,21 +66,20 @@ impl State {
             registered_height: m.registered_height,
             depth,
             parents: m.parents(),
-            datasets: m
-                .datasets
-                .iter()
-                .map(|d| {
-                    let data = self.data.get(d);
-                    DatasetRef {
-                        id: *d,
-                        source: data.map(|x| x.source.clone()),
-                        licence: data.map(|x| x.licence.clone()),
-                        contributor: data.map(|x| x.contributor),
-                        credited: data.map_or(0, |x| x.credited),
-                    }
-                })
-                .collect(),
+            datasets: m.datasets.iter().map(|d| self.dataset_ref(d)).collect(),
         })
+    }
+
+    fn dataset_ref(&self, d: &Hash32) -> DatasetRef {
+        let data = self.data.get(d);
+        DatasetRef {
+            id: *d,
+            source: data.map(|x| x.source.clone()),
+            licence: data.map(|x| x.licence.clone()),
+            contributor: data.map(|x| x.contributor),
+            credited: data.map_or(0, |x| x.credited),
+            generated_by: data.and_then(|x| x.generated_by),
+        }
     }
 
     /// The lineage of `id`, or `None` if no such model is registered. Every model
@@ -106,10 +111,17 @@ impl State {
             }
         }
         let descendants = walk(&|m| children.get(m).cloned().unwrap_or_default());
+        let generated = self
+            .data
+            .iter()
+            .filter(|(_, d)| d.generated_by == Some(*id))
+            .map(|(k, _)| self.dataset_ref(k))
+            .collect();
         Some(Lineage {
             model,
             ancestors,
             descendants,
+            generated,
         })
     }
 }

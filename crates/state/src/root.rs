@@ -181,6 +181,17 @@ pub fn encode(s: &State) -> Vec<u8> {
             e.fixed(k.as_bytes()).u64(d.credited).u64(d.duplicates);
         }
     }
+    let synthetic: Vec<_> = s
+        .data
+        .iter()
+        .filter_map(|(k, d)| d.generated_by.map(|m| (k, m)))
+        .collect();
+    if !synthetic.is_empty() {
+        e.str("synthetic v1").u64(synthetic.len() as u64);
+        for (k, m) in synthetic {
+            e.fixed(k.as_bytes()).fixed(m.as_bytes());
+        }
+    }
     if !s.tasks.is_empty() {
         e.str("tasks v1").u64(s.tasks.len() as u64);
         for (k, t) in &s.tasks {

@@ -528,6 +528,59 @@ fn lineage_spans_merges_and_datasets_and_items_credit_their_first_contributor() 
 }
 
 #[test]
+fn synthetic_datasets_point_to_the_model_that_generated_them() {
+    let mut n = net();
+    let synth = |id: u8, model: Hash32| Action::RegisterSynthetic {
+        id: Hash32([id; 32]),
+        model,
+        source: "synth: smollm2 on seeds.jsonl".into(),
+        licence: "apache-2.0".into(),
+    };
+    // Only a registered model can be named as the generator.
+    assert_eq!(
+        n.reject(0, synth(70, Hash32([71; 32]))),
+        TxError::UnknownModel(Hash32([71; 32]))
+    );
+    let plain_root = n.state.root();
+    let tx = n.tx(0, synth(70, MODEL));
+    n.block(10, vec![tx]);
+    let d = Hash32([70; 32]);
+    assert_eq!(n.state.data[&d].generated_by, Some(MODEL));
+    assert_eq!(n.state.data[&d].contributor, n.addr(0));
+    assert_ne!(n.state.root(), plain_root);
+    // Its samples are items like any other: credited to the generating account.
+    let item = Hash32([72; 32]);
+    let tx = n.tx(
+        0,
+        Action::AddDataItems {
+            dataset: d,
+            items: vec![item],
+        },
+    );
+    n.block(10, vec![tx]);
+    assert_eq!(n.state.items[&item].dataset, d);
+    // The model's lineage lists what it generated; a model trained on the synthetic data
+    // shows where that data came from.
+    let l = n.state.lineage(&MODEL).unwrap();
+    assert_eq!(l.generated.len(), 1);
+    assert_eq!(l.generated[0].id, d);
+    assert_eq!(l.generated[0].generated_by, Some(MODEL));
+    let tx = n.tx(0, publish(73, &[MODEL], &[d]));
+    n.block(10, vec![tx]);
+    let child = n.state.lineage(&Hash32([73; 32])).unwrap();
+    assert_eq!(child.model.datasets[0].generated_by, Some(MODEL));
+    // The id is taken, for synthetic and plain registrations alike.
+    assert!(matches!(
+        n.reject(4, synth(70, MODEL)),
+        TxError::DuplicateData { .. }
+    ));
+    assert!(matches!(
+        n.reject(4, dataset(70, "x")),
+        TxError::DuplicateData { .. }
+    ));
+}
+
+#[test]
 fn annotation_consensus_is_stake_weighted_and_pays_the_annotators_who_agree() {
     let mut n = net();
     // Key 4 unbonds to 40,000 so key 1 (100,000) outweighs keys 2 and 4 together (90,000).
