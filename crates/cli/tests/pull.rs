@@ -138,6 +138,14 @@ fn models_pull_from_peers_verified_resumable_and_follow_new_versions() {
         "killed mid-transfer:\n{log}"
     );
 
+    // While another pull holds the partial file, a second one refuses to touch it.
+    {
+        let holder = std::fs::OpenOptions::new().write(true).open(&part).unwrap();
+        holder.lock().unwrap();
+        let (ok, out, err) = vouch(fresh.path(), &urls[1], &["model", "pull", &id]);
+        assert!(!ok && err.contains("another pull is writing"), "{out}{err}");
+    }
+
     // 2. Run it again: what verified is kept, the rest fetched, the file installed.
     let (ok, out, err) = vouch(fresh.path(), &urls[1], &["model", "pull", &id]);
     assert!(ok, "{out}{err}");

@@ -475,6 +475,8 @@ pub enum PullError {
         groups: u64,
         dropped: Vec<(String, String)>,
     },
+    #[error("another pull is writing {0}; wait for it, or stop it and pull again")]
+    Busy(PathBuf),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -860,6 +862,14 @@ pub fn pull(
             .create(true)
             .truncate(false)
             .open(&part)?;
+        // One pull per file at a time (a second `model pull`, or the follower): the lock
+        // goes with the process, so a killed pull never leaves it held.
+        if let Err(e) = file.try_lock() {
+            return Err(match e {
+                std::fs::TryLockError::WouldBlock => PullError::Busy(part.clone()),
+                std::fs::TryLockError::Error(e) => e.into(),
+            });
+        }
         if file.metadata()?.len() > ob.len() {
             file.set_len(ob.len())?;
         }
