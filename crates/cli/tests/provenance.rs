@@ -27,6 +27,13 @@ fn ok(home: &Path, url: &str, args: &[&str]) -> Value {
     json(&out)
 }
 
+/// `vouch --json data add FILE --source SOURCE EXTRA...`, which must succeed.
+fn data_add(home: &Path, url: &str, file: &str, source: &str, extra: &[&str]) -> Value {
+    let mut args = vec!["data", "add", file, "--source", source];
+    args.extend_from_slice(extra);
+    ok(home, url, &args)
+}
+
 fn write_jsonl(path: &Path, texts: &[String]) {
     let body: String = texts
         .iter()
@@ -66,20 +73,12 @@ fn data_credit_and_model_lineage_on_a_dev_node() {
     a_texts.push(edited(&docs[5], 9));
     let a_file = dir.path().join("alice.jsonl");
     write_jsonl(&a_file, &a_texts);
-    let a = ok(
+    let a = data_add(
         &alice,
         &url,
-        &[
-            "data",
-            "add",
-            a_file.to_str().unwrap(),
-            "--source",
-            "alice's forum archive",
-            "--licence",
-            "CC-BY-4.0",
-            "--index",
-            index,
-        ],
+        a_file.to_str().unwrap(),
+        "alice's forum archive",
+        &["--licence", "CC-BY-4.0", "--index", index],
     );
     assert_eq!(a["items"], 32, "{a}");
     assert_eq!(a["new"], 30, "{a}");
@@ -108,18 +107,12 @@ fn data_credit_and_model_lineage_on_a_dev_node() {
     b_texts.push(edited(&docs[10], 25));
     let b_file = dir.path().join("bob.jsonl");
     write_jsonl(&b_file, &b_texts);
-    let b = ok(
+    let b = data_add(
         &bob,
         &url,
-        &[
-            "data",
-            "add",
-            b_file.to_str().unwrap(),
-            "--source",
-            "bob's crawl",
-            "--index",
-            index,
-        ],
+        b_file.to_str().unwrap(),
+        "bob's crawl",
+        &["--index", index],
     );
     assert_eq!(b["new"], 6, "{b}");
     assert_eq!(b["exact_duplicates"], 3, "{b}");
@@ -143,17 +136,7 @@ fn data_credit_and_model_lineage_on_a_dev_node() {
     // them to Alice and counts them as duplicates of his dataset.
     let c_file = dir.path().join("carol.jsonl");
     write_jsonl(&c_file, &[docs[0].clone(), docs[36].clone()]);
-    let c = ok(
-        &bob,
-        &url,
-        &[
-            "data",
-            "add",
-            c_file.to_str().unwrap(),
-            "--source",
-            "bob again",
-        ],
-    );
+    let c = data_add(&bob, &url, c_file.to_str().unwrap(), "bob again", &[]);
     assert_eq!(c["credited"], 1, "{c}");
     assert_eq!(c["ledger_duplicates"], 1, "{c}");
     let known = c["already_on_ledger"].as_object().unwrap();
@@ -330,18 +313,12 @@ fn data_credit_and_model_lineage_on_a_dev_node() {
     assert!(!okk, "{out}");
     assert!(err.contains("bad.jsonl:2"), "{err}");
     // Adding the same corpus again: nothing new, nothing registered.
-    let again = ok(
+    let again = data_add(
         &alice,
         &url,
-        &[
-            "data",
-            "add",
-            a_file.to_str().unwrap(),
-            "--source",
-            "again",
-            "--index",
-            index,
-        ],
+        a_file.to_str().unwrap(),
+        "again",
+        &["--index", index],
     );
     assert_eq!(again["new"], 0, "{again}");
     assert_eq!(again["registered"], false, "{again}");

@@ -1223,31 +1223,19 @@ impl State {
                     id,
                     source,
                     licence,
-                },
-                _,
-            ) => {
-                self.data.insert(
-                    *id,
-                    DataItem {
-                        source: source.clone(),
-                        licence: licence.clone(),
-                        contributor: tx.from,
-                        registered_height: height,
-                        credited: 0,
-                        duplicates: 0,
-                        generated_by: None,
-                    },
-                );
-            }
-            (
-                Action::RegisterSynthetic {
+                }
+                | Action::RegisterSynthetic {
                     id,
-                    model,
                     source,
                     licence,
+                    ..
                 },
                 _,
             ) => {
+                let generated_by = match &tx.action {
+                    Action::RegisterSynthetic { model, .. } => Some(*model),
+                    _ => None,
+                };
                 self.data.insert(
                     *id,
                     DataItem {
@@ -1257,7 +1245,7 @@ impl State {
                         registered_height: height,
                         credited: 0,
                         duplicates: 0,
-                        generated_by: Some(*model),
+                        generated_by,
                     },
                 );
             }
