@@ -3,7 +3,7 @@
 # network on one machine (`vouch up`: ledger, validator, provider, API), create a funded
 # wallet, answer a prompt through the node (fee escrowed, result committed on the ledger),
 # verify the receipt offline (signature, hashes, inclusion proof against the certified
-# block header) and by re-execution, then watch the job settle and the balances move.
+# block header of the pinned chain, bound to its job and provider) and by re-execution, then watch the job settle and the balances move.
 #
 #   scripts/run.sh ["prompt"]        VOUCH_LISTEN=127.0.0.1:8080 by default
 #   KEEP_UP=1 scripts/run.sh         leave the node running afterwards
@@ -39,10 +39,10 @@ PROMPT="${1:-Name three primary colors.}"
 echo "== infer through the node: $PROMPT"
 $VOUCH infer --model smollm2-135m --prompt "$PROMPT" --max-tokens 64 --receipt receipt.json
 
-echo "== verify offline (validator set pinned by the genesis file)"
+echo "== verify offline (chain and validator set pinned by the genesis file): VERIFIED"
 $VOUCH verify receipt.json --genesis "$HOME_DIR/node/genesis.json" --require-inclusion
-echo "== verify by re-execution"
-$VOUCH verify --reexecute receipt.json
+echo "== verify by re-execution, on the pinned chain"
+$VOUCH verify --reexecute receipt.json --genesis "$HOME_DIR/node/genesis.json"
 
 echo "== settlement (challenge window of the dev network: 10 s)"
 JOB=$(python3 -c 'import json;print(json.load(open("receipt.json"))["inclusion"]["job"])')

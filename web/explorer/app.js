@@ -74,10 +74,42 @@ async function refresh() {
   }
 }
 
-function showResult(ok, html) {
+// cls: "valid" (verified), "unverified" (checks hold, claim not proven) or "invalid".
+function showResult(cls, html) {
   const el = $("#verify-result");
-  el.className = "result " + (ok ? "valid" : "invalid");
+  el.className = "result " + cls;
   el.innerHTML = html;
+}
+
+const LABELS = { verified: "VERIFIED", unpinned: "UNPINNED", unbound: "UNBOUND", signed_only: "SIGNED ONLY", invalid: "INVALID" };
+
+// The node's verdict (POST /v1/verify, the same one `vouch verify` and MCP give): the
+// status, then each fact on its own line.
+function renderVerdict(v) {
+  const label = LABELS[v.status] || "INVALID";
+  const cls = v.status === "verified" ? "valid" : v.status === "invalid" ? "invalid" : "unverified";
+  const facts = [];
+  if (v.signature) facts.push(`signature by <code>${short(v.signature.key)}</code>: ${v.signature.ok ? "valid" : "invalid"}`);
+  if (v.provider_registered !== null && v.provider_registered !== undefined)
+    facts.push(v.provider_registered ? "a registered provider of this chain" : "<b>not</b> a registered provider of this chain");
+  if (v.committed) {
+    const c = v.committed;
+    facts.push(`committed at block ${c.height} (<code>${short(c.block)}</code>) of chain <code>${short(c.chain)}</code>` +
+      (v.chain_matches_pinned ? " (this chain)" : ""));
+    facts.push(c.bound_to_job_and_signer
+      ? `bound to job <code>${short(c.job)}</code> and to the signer (${c.bound_by === "ledger" ? "this node's ledger" : "commit transaction"})`
+      : `<b>not bound</b> to job <code>${short(c.job)}</code> or to the signer`);
+  } else if (v.status !== "invalid") {
+    facts.push("<b>not committed</b> on any chain (no inclusion proof)");
+  }
+  if (v.certified) facts.push(`certified by ${v.certified.signers.map(short).join(", ")}` +
+    (v.certified.quorum_of_pinned ? " (this chain's validators)" : ""));
+  if (v.ledger && v.ledger.job) facts.push(`job ${esc(v.ledger.job.status)}` +
+    (v.ledger.job.audit === null ? "" : v.ledger.job.audit ? ", audit passed" : ", <b>audit failed</b>"));
+  const head = `<b>${label}</b>` + (v.receipt ? ` · receipt <code>${short(v.receipt)}</code>` : "") +
+    (v.model_name ? ` · model ${esc(v.model_name)}` : "");
+  const why = v.status === "verified" ? "" : `<div>${esc(v.reason || v.summary || "")}</div>`;
+  showResult(cls, head + why + (facts.length ? `<ul class="facts"><li>${facts.join("</li><li>")}</li></ul>` : ""));
 }
 
 async function verify() {
@@ -85,19 +117,15 @@ async function verify() {
   try {
     receipt = JSON.parse($("#receipt-json").value);
   } catch (e) {
-    showResult(false, "<b>INVALID</b>: not JSON (" + esc(e.message) + ")");
+    showResult("invalid", "<b>INVALID</b>: not JSON (" + esc(e.message) + ")");
     return;
   }
   try {
+    // Seeds are decimal strings (receipt version 2), so JSON.parse keeps them exact.
     const v = await api("/v1/verify", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(receipt) });
-    if (v.valid) {
-      showResult(true, `<b>VALID</b> · receipt <code>${short(v.receipt)}</code> · model ${esc(v.model_name)} · provider <code>${short(v.provider)}</code>` +
-        (v.inclusion ? ` · block ${v.inclusion.height}, certified by ${v.inclusion.signers.map(short).join(", ")}${v.inclusion.trusted ? " (this chain's validators)" : ""}` : " · not on a ledger"));
-    } else {
-      showResult(false, "<b>INVALID</b>: " + esc(v.reason));
-    }
+    renderVerdict(v);
   } catch (e) {
-    showResult(false, "<b>ERROR</b>: " + esc(e.message));
+    showResult("invalid", "<b>ERROR</b>: " + esc(e.message));
   }
 }
 
@@ -108,7 +136,7 @@ async function openReceipt() {
     $("#receipt-json").value = JSON.stringify(r, null, 2);
     await verify();
   } catch (e) {
-    showResult(false, "<b>ERROR</b>: " + esc(e.message));
+    showResult("invalid", "<b>ERROR</b>: " + esc(e.message));
   }
 }
 

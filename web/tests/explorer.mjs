@@ -1,11 +1,11 @@
 // Drives the explorer in headless Chromium (Debian's /usr/bin/chromium) against a running
 // node: the page must show blocks, jobs with audit status, providers with stake, models with
 // lineage, and verify a receipt (valid when opened from the job list, invalid when edited).
-// Usage: node tests/explorer.mjs <node url> <screenshot dir>
+// Usage: node tests/explorer.mjs <node url> <screenshot dir> [invented receipt file]
 import { chromium } from "playwright-core";
-import { statSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 
-const [url, outDir] = process.argv.slice(2);
+const [url, outDir, inventedPath] = process.argv.slice(2);
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 const browser = await chromium.launch({ executablePath, headless: true, args: ["--no-sandbox"] });
 const page = await browser.newPage({ viewport: { width: 1280, height: 1400 } });
@@ -30,7 +30,18 @@ try {
   await page.locator("a[data-receipt]").first().click();
   await page.waitForSelector(".result.valid", { timeout: 20000 });
   checks.valid = await page.textContent("#verify-result");
+  // The seed as the page parsed it (a string: exact even above 2^53).
+  checks.seed = JSON.parse(await page.inputValue("#receipt-json")).sampling.seed;
   await page.screenshot({ path: `${outDir}/receipt-valid.png`, fullPage: false });
+
+  // A receipt invented and signed by a random key: signed only, never valid.
+  if (inventedPath) {
+    await page.fill("#receipt-json", readFileSync(inventedPath, "utf8"));
+    await page.click("#verify");
+    await page.waitForSelector(".result.unverified", { timeout: 20000 });
+    checks.invented = await page.textContent("#verify-result");
+    checks.inventedShownValid = (await page.locator(".result.valid").count()) > 0;
+  }
 
   // Edit the output in the pasted receipt: the same page says INVALID and why.
   const text = await page.inputValue("#receipt-json");

@@ -270,6 +270,7 @@ fn synthetic_receipt(validator: &SigningKey) -> Receipt {
             votes: vec![vote],
             simplex: None,
         },
+        binding: None,
     });
     r
 }

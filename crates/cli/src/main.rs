@@ -116,7 +116,9 @@ enum Cmd {
     /// Answer a prompt with a chat model and write a signed receipt (through the node:
     /// fee escrowed, result committed, receipt with its inclusion proof; or --local).
     Infer(InferArgs),
-    /// Check a receipt: exit 0 valid, 1 invalid (with the reason), 2 usage or I/O error.
+    /// Check a receipt and say what is proven: exit 0 verified (committed on the pinned
+    /// chain by the provider of its job), 1 invalid, 2 usage or I/O error, 3 checks hold but
+    /// not verified (signed only, unbound, or no chain pinned).
     Verify(VerifyArgs),
     /// Embed text with an embedding model; prints the vector as JSON.
     Embed(EmbedArgs),
@@ -223,12 +225,18 @@ struct VerifyArgs {
     /// Trust only blocks certified by these validators (repeatable).
     #[arg(long = "validator")]
     validators: Vec<vouch_types::Hash32>,
-    /// Trust the validator set of this genesis file.
+    /// Pin the chain of this genesis file: its chain id and its validator set. Needed for
+    /// VERIFIED.
     #[arg(long)]
     genesis: Option<PathBuf>,
-    /// Fail receipts that carry no ledger inclusion proof.
+    /// Fail receipts that carry no ledger inclusion proof (INVALID instead of SIGNED ONLY).
     #[arg(long)]
     require_inclusion: bool,
+    /// Exit 0 for receipts whose checks hold but that are not verified (SIGNED ONLY,
+    /// UNBOUND, UNPINNED), e.g. receipts made with `infer --local`; the line still says
+    /// what was and was not proven.
+    #[arg(long)]
+    allow_unverified: bool,
     /// Print the result as JSON (the global --json).
     #[arg(skip)]
     json: bool,
@@ -612,26 +620,54 @@ struct Verifiers {
 }
 
 enum Outcome {
-    Valid(String),
-    Invalid(String),
+    /// The verdict, and what re-execution found when it ran.
+    Judged(Box<vouch_verify::Verdict>, Option<Result<String, String>>),
     Error(String),
+}
+
+impl Outcome {
+    /// Passed: verified (or, with --allow-unverified, any status but invalid), and
+    /// re-execution, when asked for, reproduced the answer.
+    fn passed(&self, a: &VerifyArgs) -> bool {
+        match self {
+            Outcome::Judged(v, re) => {
+                let status_ok = v.status == vouch_verify::Status::Verified
+                    || (a.allow_unverified && v.status != vouch_verify::Status::Invalid);
+                status_ok && re.as_ref().is_none_or(|r| r.is_ok())
+            }
+            Outcome::Error(_) => false,
+        }
+    }
+    fn invalid(&self) -> bool {
+        matches!(self, Outcome::Judged(v, re)
+            if v.status == vouch_verify::Status::Invalid || re.as_ref().is_some_and(|r| r.is_err()))
+    }
 }
 
 fn verify(home: &Path, a: VerifyArgs) -> ExitCode {
     let mut models = Verifiers::default();
-    let (mut invalid, mut errors) = (0, 0);
+    let (mut invalid, mut errors, mut unverified) = (0, 0, 0);
     let many = a.receipts.len() > 1;
+    let trust = match trust(&a) {
+        Ok(t) => t,
+        Err(e) => {
+            report(&a, "", &Outcome::Error(format!("{e:#}")), None);
+            return ExitCode::from(2);
+        }
+    };
     for path in &a.receipts {
-        let (outcome, receipt) = verify_one(home, &a, path, &mut models);
+        let (outcome, receipt) = verify_one(home, &a, &trust, path, &mut models);
         let label = if many {
             format!("{}: ", path.display())
         } else {
             String::new()
         };
-        match &outcome {
-            Outcome::Valid(_) => {}
-            Outcome::Invalid(_) => invalid += 1,
-            Outcome::Error(_) => errors += 1,
+        if matches!(outcome, Outcome::Error(_)) {
+            errors += 1;
+        } else if outcome.invalid() {
+            invalid += 1;
+        } else if !outcome.passed(&a) {
+            unverified += 1;
         }
         report(&a, &label, &outcome, receipt.as_ref());
     }
@@ -639,6 +675,8 @@ fn verify(home: &Path, a: VerifyArgs) -> ExitCode {
         ExitCode::from(2)
     } else if invalid > 0 {
         ExitCode::from(1)
+    } else if unverified > 0 {
+        ExitCode::from(3)
     } else {
         ExitCode::SUCCESS
     }
@@ -647,6 +685,7 @@ fn verify(home: &Path, a: VerifyArgs) -> ExitCode {
 fn verify_one(
     home: &Path,
     a: &VerifyArgs,
+    trust: &vouch_verify::Trust,
     path: &Path,
     models: &mut Verifiers,
 ) -> (Outcome, Option<Receipt>) {
@@ -662,63 +701,36 @@ fn verify_one(
     // A file that is not a receipt at all is invalid (exit 1), not a usage error.
     let receipt: Receipt = match serde_json::from_slice(&bytes) {
         Ok(r) => r,
-        Err(e) => return (Outcome::Invalid(format!("not a valid receipt: {e}")), None),
+        Err(e) => {
+            let v = vouch_verify::Verdict::not_a_receipt(e.to_string());
+            return (Outcome::Judged(Box::new(v), None), None);
+        }
     };
-    let outcome = verify_receipt(home, a, &receipt, models);
+    let outcome = verify_receipt(home, a, trust, &receipt, models);
     (outcome, Some(receipt))
 }
 
+/// The verdict (`vouch_verify::assess`, the same as the node's `/v1/verify`), then, with
+/// --reexecute, the model run again over the receipt.
 fn verify_receipt(
     home: &Path,
     a: &VerifyArgs,
+    trust: &vouch_verify::Trust,
     receipt: &Receipt,
     models: &mut Verifiers,
 ) -> Outcome {
-    if let Err(e) = vouch_verify::check_fast(receipt) {
-        return Outcome::Invalid(e.to_string());
-    }
-    if let Some(p) = &a.provider {
-        if let Err(e) = vouch_verify::check_provider(receipt, p) {
-            return Outcome::Invalid(e.to_string());
-        }
-    }
-    let trusted = match trusted_validators(a) {
-        Ok(t) => t,
-        Err(e) => return Outcome::Error(format!("{e:#}")),
-    };
-    let ledger = match (&receipt.inclusion, a.require_inclusion) {
-        (None, true) => return Outcome::Invalid(vouch_verify::InclusionError::Missing.to_string()),
-        (None, false) => String::from("; not committed on a ledger (no inclusion proof)"),
-        (Some(_), _) => match vouch_verify::check_inclusion(receipt, trusted.as_deref()) {
-            Ok(rep) => format!(
-                "; included in block {} ({}) of chain {}, certified by {}{}",
-                rep.height,
-                rep.block.short(),
-                rep.chain.short(),
-                rep.signers
-                    .iter()
-                    .map(|s| s.short())
-                    .collect::<Vec<_>>()
-                    .join(","),
-                if trusted.is_some() {
-                    " (trusted)"
-                } else {
-                    " (validator set not pinned: pass --genesis or --validator)"
-                }
-            ),
-            Err(e) => return Outcome::Invalid(e.to_string()),
-        },
-    };
-    if !a.reexecute {
-        return Outcome::Valid(format!(
-            "signature, hashes and fingerprint structure hold{ledger}"
-        ));
+    let verdict = Box::new(vouch_verify::assess(receipt, trust, None));
+    if !a.reexecute || verdict.status == vouch_verify::Status::Invalid {
+        return Outcome::Judged(verdict, None);
     }
     let Some(spec) = models::find_by_id(&receipt.model) else {
-        return Outcome::Invalid(format!(
-            "receipt names model {} which is not in this verifier's catalogue",
-            receipt.model
-        ));
+        return Outcome::Judged(
+            verdict,
+            Some(Err(format!(
+                "receipt names model {} which is not in this verifier's catalogue",
+                receipt.model
+            ))),
+        );
     };
     let tol = vouch_inference::fingerprint::Tolerance::default();
     let result = match receipt.kind {
@@ -758,45 +770,77 @@ fn verify_receipt(
         }
     };
     match result {
-        Ok(m) => Outcome::Valid(m),
+        Ok(m) => Outcome::Judged(verdict, Some(Ok(m))),
         Err(vouch_verify::VerifyError::Engine(e)) => Outcome::Error(e.to_string()),
-        Err(e) => Outcome::Invalid(e.to_string()),
+        Err(e) => Outcome::Judged(verdict, Some(Err(format!("re-execution: {e}")))),
     }
 }
 
-fn trusted_validators(a: &VerifyArgs) -> Result<Option<Vec<vouch_types::Hash32>>> {
-    let mut set = a.validators.clone();
+/// What the command line pins: the genesis (chain id and validators), extra validators,
+/// the expected signer.
+fn trust(a: &VerifyArgs) -> Result<vouch_verify::Trust> {
+    let mut t = vouch_verify::Trust {
+        validators: a.validators.clone(),
+        provider: a.provider,
+        require_inclusion: a.require_inclusion,
+        chain: None,
+    };
     if let Some(g) = &a.genesis {
         let text =
             std::fs::read_to_string(g).with_context(|| format!("reading {}", g.display()))?;
         let genesis =
             vouch_state::Genesis::from_json(&text).with_context(|| format!("{}", g.display()))?;
-        set.extend(genesis.validators);
+        t.chain = Some(genesis.chain_id());
+        t.validators.extend(genesis.validators);
     }
-    Ok((!set.is_empty()).then_some(set))
+    Ok(t)
 }
 
 fn report(a: &VerifyArgs, label: &str, outcome: &Outcome, r: Option<&Receipt>) {
-    let (status, msg) = match outcome {
-        Outcome::Valid(m) => ("VALID", m),
-        Outcome::Invalid(m) => ("INVALID", m),
-        Outcome::Error(m) => ("ERROR", m),
+    let (v, re) = match outcome {
+        Outcome::Judged(v, re) => (v, re),
+        Outcome::Error(m) => {
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"error": m, "file": label.trim_end_matches(": ")})
+                );
+            } else {
+                eprintln!("{label}error: {m}");
+            }
+            return;
+        }
+    };
+    // A failed re-execution makes the receipt invalid whatever the ledger says.
+    let line = match re {
+        Some(Err(e)) => format!("INVALID: {e} (the ledger facts: {})", v.line()),
+        Some(Ok(m)) => format!("{}; {m}", v.line()),
+        None => v.line(),
     };
     if a.json {
-        let v = serde_json::json!({
-            "valid": matches!(outcome, Outcome::Valid(_)),
-            "status": status.to_lowercase(),
-            "reason": msg,
-            "file": label.trim_end_matches(": "),
-            "receipt": r.map(|r| r.id().to_hex()),
-            "model": r.map(|r| r.model.to_hex()),
-            "provider": r.map(|r| r.provider.to_hex()),
-            "reexecuted": a.reexecute,
-        });
-        println!("{v}");
-    } else if let Outcome::Error(m) = outcome {
-        eprintln!("{label}error: {m}");
+        let mut j = serde_json::to_value(v.as_ref()).unwrap_or_default();
+        if let Some(o) = j.as_object_mut() {
+            o.insert("file".into(), label.trim_end_matches(": ").into());
+            o.insert("reexecuted".into(), a.reexecute.into());
+            if let Some(re) = re {
+                o.insert(
+                    "reexecution".into(),
+                    match re {
+                        Ok(m) => serde_json::json!({"ok": true, "detail": m}),
+                        Err(e) => serde_json::json!({"ok": false, "detail": e}),
+                    },
+                );
+                if re.is_err() {
+                    o.insert("status".into(), "invalid".into());
+                    o.insert("valid".into(), false.into());
+                }
+            }
+            if r.is_none() {
+                o.insert("receipt".into(), serde_json::Value::Null);
+            }
+        }
+        println!("{j}");
     } else {
-        println!("{label}{status}: {msg}");
+        println!("{label}{line}");
     }
 }

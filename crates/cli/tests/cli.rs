@@ -50,12 +50,20 @@ const PROMPTS: &[&str] = &[
 ];
 
 fn verify_all(threads: &str, files: &[String]) {
-    let mut args = vec!["--threads", threads, "verify", "--reexecute"];
+    // Local receipts are never committed: SIGNED ONLY, re-executed; exit 0 only because
+    // --allow-unverified accepts that.
+    let mut args = vec![
+        "--threads",
+        threads,
+        "verify",
+        "--reexecute",
+        "--allow-unverified",
+    ];
     args.extend(files.iter().map(|s| s.as_str()));
     let out = ok(&args);
     let valid = out
         .lines()
-        .filter(|l| l.contains("VALID: re-executed"))
+        .filter(|l| l.starts_with("SIGNED ONLY: ") && l.contains("; re-executed: "))
         .count();
     assert_eq!(valid, files.len(), "{out}");
 }
@@ -158,10 +166,22 @@ fn verify_exit_codes_and_reasons() {
     assert!(json["output"].as_str().unwrap().contains("Red"));
     assert_eq!(json["model"].as_str().unwrap().len(), 64);
 
+    // A local receipt is signed, never committed: SIGNED ONLY, exit 3 (checks hold, not
+    // verified); 0 with --allow-unverified.
     let o = vouch(&["verify", r.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{:?}", text(&o));
+    assert!(text(&o).0.starts_with("SIGNED ONLY: "), "{:?}", text(&o));
+    let o = vouch(&["verify", "--allow-unverified", r.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0));
-    assert!(text(&o).0.starts_with("VALID"));
     let o = vouch(&["verify", "--reexecute", r.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{:?}", text(&o));
+    assert!(text(&o).0.contains("; re-executed: "), "{:?}", text(&o));
+    let o = vouch(&[
+        "verify",
+        "--reexecute",
+        "--allow-unverified",
+        r.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
 
     // Tampered output: exit 1, one line naming the failed check.
@@ -214,10 +234,16 @@ fn verify_exit_codes_and_reasons() {
         Some(2)
     );
 
-    // JSON output for scripts.
+    // JSON output for scripts: the verdict's facts; `valid` only for verified.
     let o = vouch(&["verify", "--json", r.to_str().unwrap()]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["valid"], true);
+    assert_eq!(v["valid"], false, "{v}");
+    assert_eq!(v["status"], "signed_only", "{v}");
+    assert_eq!(v["signature"]["ok"], true, "{v}");
+    assert!(v["committed"].is_null(), "{v}");
+    // The seed is a string in JSON (receipt version 2).
+    assert!(json["sampling"]["seed"].is_string(), "{json}");
+    assert_eq!(json["version"], 2);
 }
 
 #[test]
@@ -234,8 +260,18 @@ fn embed_prints_vector_and_its_receipt_reexecutes() {
     ]);
     let v: Vec<f32> = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v.len(), 384);
-    let o = vouch(&["verify", "--reexecute", r.to_str().unwrap()]);
+    let o = vouch(&[
+        "verify",
+        "--reexecute",
+        "--allow-unverified",
+        r.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(
+        text(&o).0.contains("embedding reproduced"),
+        "{:?}",
+        text(&o)
+    );
     // Another text's embedding under this receipt's signature: the hash check fails.
     let mut j: serde_json::Value = serde_json::from_slice(&std::fs::read(&r).unwrap()).unwrap();
     j["embedding"]["values"][0] = serde_json::json!(0.5);

@@ -7,7 +7,7 @@ use std::process::Command;
 use serde_json::Value;
 
 mod common;
-use common::{start_dev_node, vouch};
+use common::{agent, invented_receipt, start_dev_node, vouch};
 
 #[test]
 fn explorer_shows_the_network_and_verifies_receipts_in_chromium() {
@@ -25,11 +25,29 @@ fn explorer_shows_the_network_and_verifies_receipts_in_chromium() {
             "Say hello.",
             "--max-tokens",
             "8",
+            // Above 2^53: JSON.parse rounds such a number, so the page must get it as a
+            // string to verify the receipt (issue 18, row 7).
             "--seed",
-            "4",
+            "18446744073709551557",
         ],
     );
     assert!(ok, "{out}{err}");
+    // A receipt invented and signed by a random key, never committed (row 4): the node
+    // says SIGNED ONLY, never valid, and so does the page.
+    let invented = invented_receipt(99);
+    let invented_path = home.join("invented.json");
+    std::fs::write(&invented_path, serde_json::to_vec(&invented).unwrap()).unwrap();
+    let v: Value = agent()
+        .post(&format!("{n}/v1/verify"))
+        .send_json(&invented)
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    assert_eq!(v["valid"], false, "{v}");
+    assert_eq!(v["status"], "signed_only", "{v}");
+    assert_eq!(v["provider_registered"], false, "{v}");
+    assert!(v["committed"].is_null(), "{v}");
 
     let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web");
     let shots = home.join("shots");
@@ -38,6 +56,7 @@ fn explorer_shows_the_network_and_verifies_receipts_in_chromium() {
         .arg(web.join("tests/explorer.mjs"))
         .arg(&n)
         .arg(&shots)
+        .arg(&invented_path)
         .current_dir(&web)
         .output()
         .expect("run node (scripts/test.sh installs Node packages and chromium)");
@@ -65,11 +84,26 @@ fn explorer_shows_the_network_and_verifies_receipts_in_chromium() {
             || c["jobRow"].as_str().unwrap().contains("settled"),
         "{c}"
     );
+    // Opened from the job list: verified by the node, every fact named; the seed above
+    // 2^53 survived JSON.parse in the page.
+    let valid = c["valid"].as_str().unwrap();
     assert!(
-        c["valid"].as_str().unwrap().contains("VALID")
-            && c["valid"].as_str().unwrap().contains("block"),
+        valid.contains("VERIFIED")
+            && valid.contains("block")
+            && valid.contains("bound to job")
+            && valid.contains("this chain's validators"),
         "{c}"
     );
+    assert_eq!(c["seed"], "18446744073709551557", "{c}");
+    let invented = c["invented"].as_str().unwrap();
+    assert!(
+        invented.contains("SIGNED ONLY")
+            && invented.contains("not committed")
+            && invented.contains("not a registered provider")
+            && !invented.contains("VERIFIED"),
+        "{c}"
+    );
+    assert_eq!(c["inventedShownValid"], false, "{c}");
     assert!(c["invalid"].as_str().unwrap().contains("INVALID"), "{c}");
     assert!(c["notJson"].as_str().unwrap().contains("not JSON"), "{c}");
     assert_eq!(c["pageErrors"].as_array().unwrap().len(), 0, "{c}");

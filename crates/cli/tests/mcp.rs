@@ -8,7 +8,7 @@ use std::process::Command;
 use serde_json::Value;
 
 mod common;
-use common::{start_dev_node, vouch};
+use common::{invented_receipt, start_dev_node, vouch};
 
 #[test]
 fn mcp_agent_tools_are_charged_to_the_key_and_bounded() {
@@ -36,9 +36,16 @@ fn mcp_agent_tools_are_charged_to_the_key_and_bounded() {
     assert!(ok);
     let tiny: Value = serde_json::from_str(&out).unwrap();
 
+    let invented = home.join("invented.json");
+    std::fs::write(
+        &invented,
+        serde_json::to_vec(&invented_receipt(98)).unwrap(),
+    )
+    .unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp_client.py");
     let o = Command::new("python3")
         .arg(&script)
+        .env("VOUCH_INVENTED_RECEIPT", &invented)
         .env("VOUCH_URL", &n)
         .env("VOUCH_API_KEY", key["api_key"].as_str().unwrap())
         .env("VOUCH_TINY_KEY", tiny["api_key"].as_str().unwrap())
@@ -85,8 +92,18 @@ fn mcp_agent_tools_are_charged_to_the_key_and_bounded() {
     );
     assert!(r["spent_after"].as_u64().unwrap() > 0);
     assert_eq!(r["verify"]["valid"], true, "{r}");
-    assert!(r["verify"]["inclusion"]["height"].as_u64().is_some(), "{r}");
+    assert_eq!(r["verify"]["status"], "verified", "{r}");
+    assert!(r["verify"]["committed"]["height"].as_u64().is_some(), "{r}");
+    assert_eq!(
+        r["verify"]["committed"]["bound_to_job_and_signer"], true,
+        "{r}"
+    );
     assert_eq!(r["verify_tampered"]["valid"], false, "{r}");
+    assert_eq!(r["verify_tampered"]["status"], "invalid", "{r}");
+    // Row 4: a random key's receipt is signed only, never valid.
+    assert_eq!(r["verify_invented"]["valid"], false, "{r}");
+    assert_eq!(r["verify_invented"]["status"], "signed_only", "{r}");
+    assert_eq!(r["verify_invented"]["provider_registered"], false, "{r}");
     // Unknown arguments (a path) are refused, not ignored.
     assert_eq!(r["extra_args"], -32602, "{r}");
     assert_eq!(r["bad_key"], -32001, "{r}");

@@ -51,6 +51,9 @@ async def main():
         out["spent_after"] = after["spent"]
         receipt = json.load(urllib.request.urlopen(f"{BASE}/v1/receipts/{out['infer']['receipt']}"))
         out["verify"] = content(await s.call_tool("verify_receipt", {"receipt": receipt}))
+        # A receipt invented and signed by a random key, never committed (issue 18 row 4).
+        with open(os.environ["VOUCH_INVENTED_RECEIPT"]) as f:
+            out["verify_invented"] = content(await s.call_tool("verify_receipt", {"receipt": json.load(f)}))
         receipt["output"] = receipt["output"] + "!"
         out["verify_tampered"] = content(await s.call_tool("verify_receipt", {"receipt": receipt}))
         try:

@@ -140,6 +140,19 @@ fn four_nodes_survive_a_killed_validator_and_lose_no_receipt() {
         let rep = vouch_verify::inclusion::check_inclusion(&receipt, Some(&g.validators))
             .unwrap_or_else(|e| panic!("receipt {id}: {e}"));
         assert!(rep.signers.len() >= 3);
+        // Under BFT certificates too: bound to its job and signer, on the pinned chain.
+        let trust = vouch_verify::Trust {
+            chain: Some(g.chain_id()),
+            validators: g.validators.clone(),
+            ..Default::default()
+        };
+        let v = vouch_verify::assess(&receipt, &trust, None);
+        assert_eq!(
+            v.status,
+            vouch_verify::Status::Verified,
+            "{id}: {}",
+            v.line()
+        );
         let h = rep.height;
         wait_until(
             "the restarted node has the block",

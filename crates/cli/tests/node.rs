@@ -298,7 +298,127 @@ fn up_infer_verify_escrow_audit_settle() {
             "--require-inclusion",
         ],
     );
-    assert!(ok && out.contains("(trusted)"), "{out}\n{err}");
+    assert!(
+        ok && out.starts_with("VERIFIED: ") && out.contains("bound to job"),
+        "{out}\n{err}"
+    );
+    // Issue 18 row 2: the same network re-created with the same validator key (another
+    // genesis, so another chain id) certifies blocks with that key; pinned to the other
+    // genesis, this receipt is invalid, and the line names both chain ids.
+    let mut recreated = g.clone();
+    recreated.time += 1;
+    let recreated_path = home.join("recreated-genesis.json");
+    std::fs::write(&recreated_path, recreated.to_json()).unwrap();
+    let (ok, out, _) = vouch(
+        home,
+        n,
+        &[
+            "verify",
+            receipt.to_str().unwrap(),
+            "--genesis",
+            recreated_path.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        !ok && out.starts_with("INVALID: ")
+            && out.contains(&recreated.chain_id().to_hex())
+            && out.contains(&g.chain_id().to_hex()),
+        "{out}"
+    );
+    // Without a pinned genesis the line says what was not checked, and exits 3.
+    let o = Command::new(VOUCH)
+        .args(["verify", receipt.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    assert!(out.starts_with("UNPINNED: "), "{out}");
+    // Row 4: a receipt invented and signed by a random key, never committed: SIGNED ONLY
+    // (exit 3) under the pinned genesis, INVALID with --require-inclusion, and the node's
+    // /v1/verify answers valid: false.
+    let invented = common::invented_receipt(97);
+    let invented_path = home.join("invented.json");
+    std::fs::write(&invented_path, serde_json::to_vec(&invented).unwrap()).unwrap();
+    let o = Command::new(VOUCH)
+        .args(["verify", invented_path.to_str().unwrap(), "--genesis"])
+        .arg(&genesis_path)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    assert!(out.starts_with("SIGNED ONLY: "), "{out}");
+    let (ok, out, _) = vouch(
+        home,
+        n,
+        &[
+            "verify",
+            invented_path.to_str().unwrap(),
+            "--genesis",
+            genesis_path.to_str().unwrap(),
+            "--require-inclusion",
+        ],
+    );
+    assert!(!ok && out.starts_with("INVALID: "), "{out}");
+    let (ok, out, _) = vouch(
+        home,
+        n,
+        &[
+            "--json",
+            "verify",
+            invented_path.to_str().unwrap(),
+            "--genesis",
+            genesis_path.to_str().unwrap(),
+        ],
+    );
+    let j: Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        !ok && j["valid"] == false && j["status"] == "signed_only",
+        "{j}"
+    );
+    let (status, v) = post(
+        &format!("{n}/v1/verify"),
+        &serde_json::to_value(&invented).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(v["valid"], false, "{v}");
+    assert_eq!(v["status"], "signed_only", "{v}");
+    assert_eq!(v["provider_registered"], false, "{v}");
+    // The node's verdict on the real receipt: verified, with its ledger's facts.
+    let (_, v) = post(
+        &format!("{n}/v1/verify"),
+        &serde_json::from_slice::<Value>(&std::fs::read(&receipt).unwrap()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(v["status"], "verified", "{v}");
+    assert_eq!(v["ledger"]["job"]["receipt"], r.id().to_hex(), "{v}");
+    // Row 3: the receipt moved to another job id (not covered by the receipt-root
+    // proof): invalid, offline and at the node.
+    let mut swapped = r.clone();
+    swapped.inclusion.as_mut().unwrap().job = Hash32([0xee; 32]);
+    let swapped_path = home.join("swapped.json");
+    std::fs::write(&swapped_path, serde_json::to_vec(&swapped).unwrap()).unwrap();
+    let (ok, out, _) = vouch(
+        home,
+        n,
+        &[
+            "verify",
+            swapped_path.to_str().unwrap(),
+            "--genesis",
+            genesis_path.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        !ok && out.starts_with("INVALID: ") && out.contains("job"),
+        "{out}"
+    );
+    let (_, v) = post(
+        &format!("{n}/v1/verify"),
+        &serde_json::to_value(&swapped).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(v["valid"], false, "{v}");
+    assert_eq!(v["status"], "invalid", "{v}");
     // A receipt moved to another block's proof, or a forged certificate, fails.
     let mut bad = r.clone();
     bad.inclusion.as_mut().unwrap().proof.index ^= 1;

@@ -389,12 +389,19 @@ fn synthetic_data_carries_receipts_and_annotators_reach_stake_weighted_consensus
     // Each receipt checks offline, with its proof of inclusion in a block.
     let receipt = dir.path().join("r.json");
     std::fs::write(&receipt, lines[1]["receipt"].to_string()).unwrap();
+    let genesis = node_home.join("node/genesis.json");
     let (okv, vout, verr) = vouch(
         &owner,
         &url,
-        &["verify", receipt.to_str().unwrap(), "--require-inclusion"],
+        &[
+            "verify",
+            receipt.to_str().unwrap(),
+            "--genesis",
+            genesis.to_str().unwrap(),
+            "--require-inclusion",
+        ],
     );
-    assert!(okv && vout.contains("VALID"), "{vout}{verr}");
+    assert!(okv && vout.starts_with("VERIFIED"), "{vout}{verr}");
     // On the ledger: the dataset names the model that made it; the model's lineage lists
     // the dataset.
     let d = common::net::get_json(&format!("{url}/v1/datasets/{dataset}"));

@@ -581,6 +581,7 @@ impl Chain {
         }
         let proof = vouch_crypto::merkle::prove(&leaves, index as usize)
             .ok_or_else(|| "receipt index outside its block".to_string())?;
+        let binding = self.binding(&block, &job, receipt)?;
         Ok(Some(Inclusion {
             job,
             header: block.header,
@@ -590,6 +591,37 @@ impl Chain {
                 path: proof.path,
             },
             certificate: block.certificate,
+            binding,
+        }))
+    }
+
+    /// What binds a committed receipt to its job and signer: the block's `CommitResult`
+    /// transaction for (`job`, `receipt`) with its path to the transaction root, and the
+    /// job's `SubmitJob` transaction (see `vouch_verify::inclusion::check_binding`).
+    fn binding(
+        &self,
+        block: &vouch_types::Block,
+        job: &Hash32,
+        receipt: &Hash32,
+    ) -> Result<Option<vouch_types::Binding>, String> {
+        let Some(commit_index) = block.txs.iter().position(|t| {
+            matches!(&t.action, Action::CommitResult { job: j, receipt: r, .. } if j == job && r == receipt)
+        }) else {
+            return Ok(None);
+        };
+        let Some((h, i)) = self.store.tx_location(job).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let opened = if h == block.header.height {
+            block.txs.get(i as usize).cloned()
+        } else {
+            self.store
+                .block(h)
+                .map_err(|e| e.to_string())?
+                .and_then(|b| b.txs.get(i as usize).cloned())
+        };
+        Ok(opened.and_then(|tx| {
+            vouch_verify::inclusion::bind(&block.header, &block.txs, commit_index, &tx)
         }))
     }
 }

@@ -10,7 +10,8 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use vouch_state::Event;
-use vouch_types::Receipt;
+use vouch_types::{Action, Hash32, Receipt};
+use vouch_verify::verdict::{LedgerFacts, LedgerJob, Trust, Verdict};
 
 use crate::api::AppState;
 use crate::error::ApiError;
@@ -111,42 +112,106 @@ pub async fn recent(
     Ok(Json(json!({"head": head, "blocks": blocks, "jobs": out})))
 }
 
-/// `POST /v1/verify`: the offline checks of a receipt, run by the node, with this chain's
-/// validators as the trusted set.
+/// `POST /v1/verify`: the verdict on a receipt (`vouch_verify::assess`, the same function
+/// `vouch verify` and the MCP tool use), with this chain pinned (its id and validators)
+/// and the facts of this node's ledger: whether the signer is a registered provider, and
+/// the job the inclusion names (its provider, model, input hash and committed receipt).
+/// `valid` is true only when the status is `verified`.
 pub async fn verify(
     AxState(s): AxState<AppState>,
     body: Result<Json<Receipt>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let r = match body {
-        Ok(Json(r)) => r,
-        Err(e) => {
-            return Ok(Json(
-                json!({"valid": false, "reason": format!("not a receipt: {}", e.body_text())}),
-            ))
+    let verdict = match body {
+        Ok(Json(r)) => {
+            let st = s.chain.state();
+            let trust = Trust {
+                chain: Some(st.chain),
+                validators: st.validators.iter().copied().collect(),
+                ..Trust::default()
+            };
+            let facts = ledger_facts(&s, &st, &r).map_err(ApiError::internal)?;
+            vouch_verify::assess(&r, &trust, Some(&facts))
         }
+        Err(e) => Verdict::not_a_receipt(e.body_text()),
     };
-    if let Err(e) = vouch_verify::check_fast(&r) {
-        return Ok(Json(
-            json!({"valid": false, "reason": e.to_string(), "receipt": r.id()}),
-        ));
+    Ok(Json(
+        serde_json::to_value(&verdict).map_err(|e| ApiError::internal(e.to_string()))?,
+    ))
+}
+
+/// What this node's ledger says about a receipt's signer, model and job.
+fn ledger_facts(s: &AppState, st: &vouch_state::State, r: &Receipt) -> Result<LedgerFacts, String> {
+    let store = s.chain.store();
+    let e = |e: vouch_storage::StoreError| e.to_string();
+    let inc = r.inclusion.as_ref();
+    let block_at_height = match inc {
+        Some(i) if i.header.height <= st.height => store
+            .block(i.header.height)
+            .map_err(e)?
+            .map(|b| b.header.id()),
+        _ => None,
+    };
+    let job = match inc {
+        Some(i) => ledger_job(s, &i.job)?,
+        None => None,
+    };
+    Ok(LedgerFacts {
+        chain: st.chain,
+        height: st.height,
+        block_at_height,
+        provider_registered: st.providers.contains_key(&r.provider),
+        model_registered: st.models.contains_key(&r.model),
+        job,
+    })
+}
+
+/// A job as this ledger has it: what its `SubmitJob` named, and what became of it.
+fn ledger_job(s: &AppState, job: &Hash32) -> Result<Option<LedgerJob>, String> {
+    let store = s.chain.store();
+    let e = |e: vouch_storage::StoreError| e.to_string();
+    let Some((h, i)) = store.tx_location(job).map_err(e)? else {
+        return Ok(None);
+    };
+    let Some(tx) = store
+        .block(h)
+        .map_err(e)?
+        .and_then(|b| b.txs.get(i as usize).cloned())
+    else {
+        return Ok(None);
+    };
+    let Action::SubmitJob {
+        model,
+        provider,
+        input_hash,
+        ..
+    } = tx.action
+    else {
+        return Ok(None);
+    };
+    let (mut status, mut audit, mut receipt) = ("submitted", None, None);
+    if let Some(hist) = store.job_history(job).map_err(e)? {
+        for (_, ev) in &hist.events {
+            match ev {
+                Event::JobCommitted { receipt: r, .. } => {
+                    status = "committed";
+                    receipt = Some(*r);
+                }
+                Event::JobAudited { pass, .. } => audit = Some(*pass),
+                Event::JobDisputed { .. } => status = "disputed",
+                Event::JobSettled { .. } => status = "settled",
+                Event::JobExpired { .. } => status = "expired",
+                Event::Slashed { .. } => status = "slashed",
+                _ => {}
+            }
+        }
     }
-    let validators: Vec<_> = s.chain.state().validators.iter().copied().collect();
-    let inclusion = match &r.inclusion {
-        None => Value::Null,
-        Some(_) => match vouch_verify::check_inclusion(&r, Some(&validators)) {
-            Ok(rep) => {
-                json!({"height": rep.height, "block": rep.block, "chain": rep.chain, "signers": rep.signers,
-                              "trusted": true, "job": rep.job})
-            }
-            Err(e) => {
-                return Ok(Json(
-                    json!({"valid": false, "reason": e.to_string(), "receipt": r.id()}),
-                ))
-            }
-        },
-    };
-    Ok(Json(json!({
-        "valid": true, "receipt": r.id(), "model": r.model, "model_name": r.model_name,
-        "provider": r.provider, "kind": r.kind, "inclusion": inclusion,
-    })))
+    Ok(Some(LedgerJob {
+        id: *job,
+        provider,
+        model,
+        input_hash,
+        receipt,
+        status: status.to_string(),
+        audit,
+    }))
 }

@@ -373,7 +373,9 @@ pub struct ChatRequest {
     temperature: Option<f32>,
     #[serde(default)]
     top_p: Option<f32>,
-    #[serde(default)]
+    /// A number or a decimal string (JavaScript clients cannot send exact numbers above
+    /// 2^53).
+    #[serde(default, with = "vouch_types::json_u64::option")]
     seed: Option<u64>,
     #[serde(default)]
     stream: bool,

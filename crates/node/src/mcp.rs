@@ -83,7 +83,7 @@ fn tools() -> Vec<Tool> {
         ),
         Tool::new(
             "verify_receipt",
-            "Check a receipt: provider signature, hashes, and its inclusion proof against a block certified by this chain's validators.",
+            "Check a receipt and say exactly what is proven: status `verified` (committed on this chain, certified by its validators, by the provider the job was given to; `valid` is true only then), `signed_only` (signature good, not committed), `unbound` (old proof: job and signer not proven), `unpinned` or `invalid` (with the reason), and each fact separately.",
             schema::<VerifyArgs>(),
         ),
         Tool::new(
@@ -212,7 +212,8 @@ impl VouchMcp {
                 let receipt = match serde_json::from_value(Value::Object(a.receipt)) {
                     Ok(r) => r,
                     Err(e) => {
-                        return ok(json!({"valid": false, "reason": format!("not a receipt: {e}")}))
+                        let v = vouch_verify::Verdict::not_a_receipt(e.to_string());
+                        return ok(serde_json::to_value(v).unwrap_or_default());
                     }
                 };
                 match crate::explorer::verify(axum::extract::State(s), Ok(Json(receipt))).await {

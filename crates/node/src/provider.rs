@@ -67,7 +67,8 @@ pub struct JobRequest {
     pub temperature: f32,
     #[serde(default = "one")]
     pub top_p: f32,
-    #[serde(default)]
+    /// A decimal string on the wire (a number is read too).
+    #[serde(default, with = "vouch_types::json_u64")]
     pub seed: u64,
     pub max_tokens: u32,
 }

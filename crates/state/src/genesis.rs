@@ -8,6 +8,13 @@ use vouch_types::Hash32;
 
 use crate::{Account, Model, Params, Provider, State, Supply};
 
+/// The largest total supply a genesis may create: 2^53 − 1 base units, the largest integer
+/// a JSON number read by JavaScript (an IEEE double) holds exactly. Nothing mints after
+/// genesis (fees, charges and rewards move existing units; slashing burns), so every
+/// balance, stake, escrow, fee, charge and reward on the ledger is at most this, and the
+/// API can write amounts as plain JSON numbers. See docs/ledger.md.
+pub const MAX_SUPPLY: u64 = (1 << 53) - 1;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GenesisAccount {
     pub address: Address,
@@ -57,8 +64,8 @@ pub struct Genesis {
 pub enum GenesisError {
     #[error("genesis is not valid JSON for a vouch genesis: {0}")]
     Parse(String),
-    #[error("total supply in genesis does not fit in 64 bits")]
-    SupplyOverflow,
+    #[error("total supply in genesis is {0}, above the cap of 2^53 - 1 = {MAX_SUPPLY} base units (every amount must stay exact in JSON read by JavaScript)")]
+    SupplyOverflow(u128),
     #[error("account {0} is listed twice")]
     DuplicateAccount(Address),
     #[error("genesis needs at least one validator")]
@@ -101,7 +108,10 @@ impl Genesis {
                 return Err(GenesisError::DuplicateAccount(a.address));
             }
         }
-        let genesis_supply = u64::try_from(total).map_err(|_| GenesisError::SupplyOverflow)?;
+        if total > u128::from(MAX_SUPPLY) {
+            return Err(GenesisError::SupplyOverflow(total));
+        }
+        let genesis_supply = total as u64;
         if self.validators.is_empty() {
             return Err(GenesisError::NoValidators);
         }
@@ -182,5 +192,40 @@ impl Genesis {
                 burned: 0,
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn total_supply_is_capped_at_2_pow_53_minus_1() {
+        let account = |n: u8, balance: u64, stake: u64| GenesisAccount {
+            address: Hash32([n; 32]),
+            balance,
+            stake,
+        };
+        let mut g = Genesis {
+            chain_name: "cap".into(),
+            time: 0,
+            params: Params::default(),
+            accounts: vec![account(1, MAX_SUPPLY - 10, 0), account(2, 5, 5)],
+            validators: vec![Hash32([1; 32])],
+            models: vec![],
+            providers: vec![],
+        };
+        assert_eq!(g.state().unwrap().supply.genesis, MAX_SUPPLY);
+        g.accounts[1].stake = 6;
+        assert_eq!(
+            g.state().unwrap_err(),
+            GenesisError::SupplyOverflow(u128::from(MAX_SUPPLY) + 1)
+        );
+        // Far above 64 bits in total is the same error, not an overflow.
+        g.accounts = (0..4).map(|i| account(i, u64::MAX, u64::MAX)).collect();
+        assert!(matches!(
+            g.state().unwrap_err(),
+            GenesisError::SupplyOverflow(_)
+        ));
     }
 }

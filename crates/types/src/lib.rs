@@ -5,14 +5,15 @@
 
 pub mod encoding;
 pub mod ids;
+pub mod json_u64;
 pub mod receipt;
 pub mod tx;
 
 pub use encoding::{DecodeError, Decoder, Encoder};
 pub use ids::{ContentId, Hash32, IdParseError};
+pub use receipt::{Binding, Inclusion, InclusionProof};
 pub use receipt::{
     ChunkProof, EmbeddingOutput, Fingerprint, FinishReason, Receipt, ReceiptKind, Sampling,
-    SignedBody, TraceCommitment, RECEIPT_VERSION,
+    SignedBody, TraceCommitment, MIN_RECEIPT_VERSION, RECEIPT_VERSION,
 };
-pub use receipt::{Inclusion, InclusionProof};
 pub use tx::{Action, Address, Block, Certificate, Header, Tx, Vote};

@@ -8,7 +8,13 @@ use crate::encoding::Encoder;
 use crate::ids::{ContentId, Hash32};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-pub const RECEIPT_VERSION: u32 = 1;
+/// The version new receipts are written with. Version 2 writes `sampling.seed` as a
+/// decimal string in JSON (a JavaScript reader rounds numbers above 2^53); the signed body
+/// is encoded as in version 1 (with its version number in it), so version 1 receipts keep
+/// their ids and signatures and still verify.
+pub const RECEIPT_VERSION: u32 = 2;
+/// The oldest version a verifier accepts.
+pub const MIN_RECEIPT_VERSION: u32 = 1;
 
 /// Domain strings. Changing one is a format change.
 pub mod domain {
@@ -76,6 +82,8 @@ impl FinishReason {
 pub struct Sampling {
     pub temperature: f32,
     pub top_p: f32,
+    /// A decimal string in JSON (read from a number too, as version 1 wrote it).
+    #[serde(with = "crate::json_u64")]
     pub seed: u64,
     pub max_tokens: u32,
 }
@@ -247,13 +255,41 @@ pub struct InclusionProof {
 }
 
 /// Proof that a receipt was committed on the ledger: the job it answered, the block
-/// header, the Merkle path to the header's receipt root, and the header's certificate.
+/// header, the Merkle path to the header's receipt root, the header's certificate, and
+/// (from nodes of this version on) the transactions that bind the receipt to its job and
+/// signer. See `docs/receipt.md` ("What a verdict proves").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inclusion {
+    /// The job, as the node that built the proof names it. Covered by nothing but
+    /// [`Inclusion::binding`]: without a binding it is a claim, not a fact.
     pub job: Hash32,
     pub header: crate::tx::Header,
     pub proof: InclusionProof,
     pub certificate: crate::tx::Certificate,
+    /// Absent in proofs made before binding existed; such a receipt verifies as
+    /// "unbound" (committed, but signer and job not proven), never as verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<Binding>,
+}
+
+/// What ties a committed receipt id to the job it answered and to the key that signed it,
+/// using only roots the certified header already has.
+///
+/// - `commit_tx`: the `CommitResult` transaction that committed the receipt (canonical
+///   encoding, hex) and `commit_proof`, the Merkle path from its id to the header's
+///   `tx_root` (the tree's leaf count must be the header's `tx_count`). The ledger accepts
+///   a `CommitResult` only from the job's provider, so its sender is the provider of the
+///   job it names.
+/// - `job_tx`: the `SubmitJob` transaction that opened the job (hex). A job id is the id
+///   of the transaction that opened it (hash of the chain id and the transaction body),
+///   so no path is needed: the id fixes the body, and the body names the model, the
+///   provider and the input hash the ledger checked when it escrowed the fee (the model
+///   registered, the provider registered and serving it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    pub commit_tx: String,
+    pub commit_proof: InclusionProof,
+    pub job_tx: String,
 }
 
 /// The canonical bytes a provider signs.
@@ -334,6 +370,22 @@ mod tests {
         let s = serde_json::to_string(&c).unwrap();
         assert_eq!(serde_json::from_str::<ChunkProof>(&s).unwrap(), c);
         assert!(serde_json::from_str::<ChunkProof>("\"abc\"").is_err());
+    }
+
+    #[test]
+    fn seeds_above_2_pow_53_are_strings_in_json_and_numbers_still_read() {
+        let s = Sampling {
+            temperature: 0.7,
+            top_p: 0.9,
+            seed: u64::MAX - 1,
+            max_tokens: 8,
+        };
+        let j = serde_json::to_value(s).unwrap();
+        assert_eq!(j["seed"], "18446744073709551614");
+        assert_eq!(serde_json::from_value::<Sampling>(j).unwrap(), s);
+        // Version 1 wrote a number; serde reads it exactly.
+        let old = r#"{"temperature":0.7,"top_p":0.9,"seed":18446744073709551614,"max_tokens":8}"#;
+        assert_eq!(serde_json::from_str::<Sampling>(old).unwrap(), s);
     }
 
     #[test]

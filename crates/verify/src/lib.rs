@@ -13,13 +13,15 @@
 pub mod attest;
 pub mod inclusion;
 pub mod spot;
-pub use inclusion::{check_inclusion, InclusionError, InclusionReport};
+pub mod verdict;
+pub use inclusion::{check_binding, check_inclusion, InclusionError, InclusionReport};
+pub use verdict::{assess, LedgerFacts, Status, Trust, Verdict};
 
 use std::time::Instant;
 use vouch_inference::fingerprint::{self, ChunkComparison, Tolerance};
 use vouch_inference::sampling::{self, SampleMismatch};
 use vouch_inference::{ChatModel, Embedder};
-use vouch_types::{FinishReason, Receipt, ReceiptKind, RECEIPT_VERSION};
+use vouch_types::{FinishReason, Receipt, ReceiptKind, MIN_RECEIPT_VERSION, RECEIPT_VERSION};
 
 /// Embeddings recomputed by a verifier must agree to this (max absolute difference per
 /// component of a unit vector).
@@ -35,7 +37,7 @@ const MODEL_HIDDEN_MIN: usize = 128;
 /// Why a receipt is not valid. Each message is one line meant for a person.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
-    #[error("unsupported receipt version {0} (this verifier knows version {RECEIPT_VERSION})")]
+    #[error("unsupported receipt version {0} (this verifier knows versions {MIN_RECEIPT_VERSION} to {RECEIPT_VERSION})")]
     Version(u32),
     #[error("malformed receipt: {0}")]
     Structure(String),
@@ -125,7 +127,7 @@ pub fn expected_chunks(prompt_tokens: usize, n_output: usize) -> usize {
 
 /// Offline fast path: version, structure, hashes and signature. Needs no model.
 pub fn check_fast(r: &Receipt) -> Result<(), VerifyError> {
-    if r.version != RECEIPT_VERSION {
+    if !(MIN_RECEIPT_VERSION..=RECEIPT_VERSION).contains(&r.version) {
         return Err(VerifyError::Version(r.version));
     }
     if r.prompt.len() > MAX_PROMPT_BYTES {

@@ -99,3 +99,52 @@ pub fn agent() -> ureq::Agent {
         .build()
         .new_agent()
 }
+
+/// A receipt invented and signed by a random key (`key` seeds it), never committed: it
+/// passes the offline checks (hashes, fingerprint structure, signature) and proves
+/// nothing about the network (issue 18, row 4).
+pub fn invented_receipt(key: u8) -> vouch_types::Receipt {
+    use vouch_types::{ChunkProof, Fingerprint, FinishReason, Receipt, ReceiptKind, Sampling};
+    let prompt = "<|im_start|>user\nInvent an answer.<|im_end|>\n".to_string();
+    let output = "Hello".to_string();
+    let tokens = vec![19556u32, 2];
+    let mut r = Receipt {
+        version: vouch_types::RECEIPT_VERSION,
+        kind: ReceiptKind::Chat,
+        model: vouch_types::Hash32([7; 32]),
+        model_name: "smollm2-135m".into(),
+        tokenizer: vouch_types::Hash32([2; 32]),
+        engine: "invented".into(),
+        input_hash: Receipt::hash_input(ReceiptKind::Chat, &prompt),
+        prompt,
+        prompt_tokens: 9,
+        output_hash: Receipt::hash_output(&output, &tokens),
+        output,
+        output_tokens: tokens,
+        embedding: None,
+        finish_reason: FinishReason::Stop,
+        sampling: Sampling {
+            temperature: 0.7,
+            top_p: 0.9,
+            seed: u64::MAX - 7,
+            max_tokens: 16,
+        },
+        fingerprint: Fingerprint {
+            scheme: "rowtop4-gf65497-f16-chunk32-v1".into(),
+            top_k: 128,
+            chunk_tokens: 32,
+            chunks: vec![ChunkProof {
+                modulus: 65497,
+                coeffs: vec![0; 120],
+            }],
+        },
+        trace: None,
+        created_at: 1_795_320_000,
+        provider: vouch_types::Hash32::default(),
+        signature: String::new(),
+        inclusion: None,
+    };
+    let signer = vouch_crypto::SigningKey::from_bytes(&[key; 32]).unwrap();
+    vouch_crypto::sign_receipt(&signer, &mut r);
+    r
+}
