@@ -671,24 +671,59 @@ pub fn apikey(home: &Path, node: &str, data: Option<PathBuf>, cmd: ApiKeyCmd) ->
             period_secs,
             fund,
         } => {
-            let v = client.post(
+            // Funds are checked before the key exists: a key is never created and
+            // printed only for its funding to fail for want of money.
+            let funding = match fund {
+                Some(amount) => {
+                    let key = load_wallet(home)?;
+                    let plain = Client::new(node);
+                    let status = plain.get("/v1/status")?;
+                    let acct = plain.get(&format!("/v1/accounts/{}", key.public()))?;
+                    let balance = acct["balance"].as_u64().unwrap_or(0);
+                    let fee = status["params"]["min_tx_fee"].as_u64().unwrap_or(0);
+                    let need = amount.saturating_add(fee);
+                    if balance < need {
+                        anyhow::bail!(
+                            "cannot fund the key with {amount}: wallet {} holds {balance}, \
+                             and funding needs {need} (amount + fee); no key was created",
+                            key.public()
+                        );
+                    }
+                    Some((amount, key, plain, status))
+                }
+                None => None,
+            };
+            let mut v = client.post(
                 "/admin/keys",
                 &json!({"name": name, "limit": limit, "period_secs": period_secs}),
             )?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
-            if let Some(amount) = fund {
+            let mut failed = None;
+            if let Some((amount, key, plain, status)) = funding {
                 let to: Hash32 = hash_field(&v["wallet"], "wallet")?;
-                let key = load_wallet(home)?;
-                let plain = Client::new(node);
-                let status = plain.get("/v1/status")?;
-                let tx = sign(&plain, &status, &key, Action::Transfer { to, amount })?;
-                let r = plain.post(
-                    "/v1/txs",
-                    &json!({"tx": hex::encode(tx.encode()), "wait": true}),
-                )?;
-                eprintln!("funded {to} with {amount}: {}", r["result"]);
+                let r =
+                    sign(&plain, &status, &key, Action::Transfer { to, amount }).and_then(|tx| {
+                        plain.post(
+                            "/v1/txs",
+                            &json!({"tx": hex::encode(tx.encode()), "wait": true}),
+                        )
+                    });
+                match r {
+                    Ok(r) => {
+                        v["funded"] =
+                            json!({"amount": amount, "tx": r["id"], "result": r["result"]})
+                    }
+                    Err(e) => {
+                        v["funded"] = json!({"amount": amount, "error": format!("{e:#}")});
+                        failed = Some(e);
+                    }
+                }
             }
-            Ok(())
+            // One JSON document on stdout, funding included.
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            match failed {
+                Some(e) => Err(e.context("the key was created (above) but not funded")),
+                None => Ok(()),
+            }
         }
         ApiKeyCmd::List => {
             println!(

@@ -94,7 +94,8 @@ impl std::fmt::Debug for Chain {
 }
 
 impl Chain {
-    /// Opens the chain from its store; `key` signs the blocks this node finalizes.
+    /// Opens the chain from its store; `key` signs the blocks this node finalizes. The
+    /// store's outbox (transactions kept before a crash) is re-submitted.
     pub fn new(
         store: Store,
         state: State,
@@ -103,7 +104,7 @@ impl Chain {
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         let (heights, _) = watch::channel(state.height);
-        Chain {
+        let chain = Chain {
             inner: Mutex::new(Inner {
                 state: Arc::new(state),
                 pool: VecDeque::new(),
@@ -119,7 +120,12 @@ impl Chain {
             metrics,
             upstream: std::sync::OnceLock::new(),
             gossip: std::sync::OnceLock::new(),
-        }
+        };
+        // What this node answered for before a crash goes back into the mempool first.
+        chain.replay_outbox();
+        // Then the spend of the requests the crash interrupted is reconciled with it.
+        crate::gateway::reconcile(&chain);
+        chain
     }
 
     /// Sends every transaction admitted from this node's API to `tx` (for the peers).
@@ -253,6 +259,87 @@ impl Chain {
         self.admit(&mut inner, tx)
     }
 
+    /// Like [`Chain::submit`], and keeps the transaction in the store's outbox until a
+    /// block commits it: an escrow this node answers for is re-submitted after a crash.
+    pub fn submit_kept(&self, tx: Tx) -> Result<Hash32, SubmitError> {
+        let mut inner = self.lock();
+        let id = self.admit(&mut inner, tx.clone())?;
+        self.keep(&id, &tx);
+        Ok(id)
+    }
+
+    /// Appends to the outbox; called under the mempool lock, so the outbox is in
+    /// admission order (see [`vouch_storage::Store::outbox_push`]).
+    fn keep(&self, id: &Hash32, tx: &Tx) {
+        if let Err(e) = self.store.outbox_push(id, &tx.encode()) {
+            tracing::warn!(tx = %id, error = %e, "transaction not kept in the outbox");
+        }
+    }
+
+    /// Makes every answer handed out so far durable: its receipt, its escrow and result
+    /// commit in the outbox, and the spend recorded for it (one fsync).
+    pub fn sync(&self) -> Result<(), String> {
+        self.store.sync().map_err(|e| e.to_string())
+    }
+
+    /// Re-submits, in order, the outbox transactions no block has committed (at start,
+    /// after a crash emptied the mempool); drops those committed or refused for good.
+    /// Returns how many went back into the mempool.
+    pub fn replay_outbox(&self) -> usize {
+        let entries = match self.store.outbox() {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the outbox");
+                return 0;
+            }
+        };
+        let mut done = Vec::new();
+        let mut resubmitted = 0;
+        {
+            let mut inner = self.lock();
+            for (k, id, bytes) in entries {
+                let tx = match Tx::decode(&bytes) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::warn!(tx = %id, error = %e, "outbox entry does not decode");
+                        done.push(k);
+                        continue;
+                    }
+                };
+                match self.admit_checked(&mut inner, tx) {
+                    Ok(_) => resubmitted += 1,
+                    Err(SubmitError::AlreadyCommitted(_)) => done.push(k),
+                    Err(e) => {
+                        tracing::warn!(tx = %id, error = %e, "outbox transaction no longer applies");
+                        inner.rejected.insert(id, format!("after restart: {e}"));
+                        inner.rejected_order.push_back(id);
+                        done.push(k);
+                    }
+                }
+            }
+        }
+        if let Err(e) = self.store.outbox_remove(&done) {
+            tracing::warn!(error = %e, "outbox not pruned");
+        }
+        if resubmitted > 0 {
+            tracing::info!(
+                resubmitted,
+                "transactions from the outbox back in the mempool"
+            );
+        }
+        resubmitted
+    }
+
+    /// Transactions from `from` waiting in the mempool, in order.
+    pub fn pending_from(&self, from: &Hash32) -> Vec<(Hash32, Tx)> {
+        self.lock()
+            .pool
+            .iter()
+            .filter(|(_, t)| &t.from == from)
+            .cloned()
+            .collect()
+    }
+
     fn admit(&self, inner: &mut Inner, tx: Tx) -> Result<Hash32, SubmitError> {
         if let Some(up) = self.upstream() {
             return Err(SubmitError::Follower(up.to_string()));
@@ -350,6 +437,10 @@ impl Chain {
                 .unwrap_or(0);
         let tx = sign_tx(key, &state.chain, nonce, state.params.min_tx_fee, action);
         let id = self.admit(&mut inner, tx.clone())?;
+        // Every transaction a key held by this node signs is kept: custodial escrows and
+        // transfers, result commits, verdicts. The outbox then has every such nonce, so
+        // re-submitting it after a crash leaves no gap in a sender's sequence.
+        self.keep(&id, &tx);
         Ok((id, tx))
     }
 
@@ -492,6 +583,7 @@ impl Chain {
             .filter(|id| !done.contains(id))
             .collect();
         let mut newly_rejected: Vec<(Hash32, String)> = Vec::new();
+        let mut dropped_ids: Vec<Hash32> = Vec::new();
         let pool = std::mem::take(&mut inner.pool);
         for (id, tx) in pool {
             if done.contains(&id) {
@@ -528,12 +620,26 @@ impl Chain {
                     remaining.push_back((id, tx));
                 }
                 Err(why) => {
+                    dropped_ids.push(id);
                     dropped.insert(tx.from, format!("dropped from the mempool: {why}"));
                     inner
                         .rejected
                         .insert(id, format!("dropped from the mempool: {why}"));
                     inner.rejected_order.push_back(id);
                 }
+            }
+        }
+        // Transactions that will never commit leave the outbox too (not revived at start).
+        let gone: HashSet<Hash32> = p
+            .rejected
+            .iter()
+            .map(|(id, _)| *id)
+            .chain(newly_rejected.iter().map(|(id, _)| *id))
+            .chain(dropped_ids)
+            .collect();
+        if !gone.is_empty() {
+            if let Err(e) = self.store.outbox_forget(&gone) {
+                tracing::warn!(error = %e, "outbox not pruned");
             }
         }
         inner.pool_ids = remaining.iter().map(|(id, _)| *id).collect();

@@ -883,7 +883,8 @@ impl Dispatch {
         // may still be on their way, so a nonce ahead of ours is retried briefly.
         let deadline = Instant::now() + Duration::from_secs(3);
         loop {
-            match self.chain.submit(tx.clone()) {
+            // Kept in the outbox: this node answers for it (its commit follows it there).
+            match self.chain.submit_kept(tx.clone()) {
                 Ok(_) | Err(SubmitError::AlreadyCommitted(_)) => break,
                 Err(SubmitError::Invalid(vouch_state::TxError::BadNonce { .. }))
                     if Instant::now() < deadline =>

@@ -7,7 +7,7 @@
 //! Key management (`/admin/keys`) needs the node's admin token
 //! (`<node data>/admin.token`, 0600).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,6 +49,27 @@ pub struct KeyRecord {
     pub spent: u64,
     pub revoked: bool,
     pub created_at: u64,
+    /// What requests in flight and recent answers account for (crash recovery).
+    #[serde(default)]
+    pub inflight: InFlight,
+}
+
+/// The parts of a key's `spent` that are not yet final, kept in the key record so a
+/// restart can tell what the ledger will charge from what it never will
+/// ([`reconcile`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct InFlight {
+    /// Reservations of requests in flight: hold id -> amount counted in `spent`. Written
+    /// before the request's escrow is admitted (and so before it can be durable).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub holds: BTreeMap<u64, u64>,
+    /// Answered jobs, their charge in `spent`, while still open on the ledger.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub answered: BTreeSet<Hash32>,
+    /// Jobs of this wallet found open at a restart that no recorded answer covers:
+    /// counted at their escrow until they end on the ledger, then at their charge.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub recovering: BTreeMap<Hash32, u64>,
 }
 
 impl KeyRecord {
@@ -58,6 +79,8 @@ impl KeyRecord {
             let periods = (now - self.period_start) / self.period_ms;
             self.period_start += periods * self.period_ms;
             self.spent = 0;
+            self.inflight.holds.clear();
+            self.inflight.recovering.clear();
         }
     }
     pub(crate) fn remaining(&self) -> u64 {
@@ -85,15 +108,20 @@ pub(crate) struct Reservation {
     s: AppState,
     key_id: Hash32,
     wallet: Hash32,
-    /// Counted against the key's limit until settled.
-    cost: u64,
+    /// The hold in the key record, counted against its limit until settled.
+    hold: u64,
     /// Held on the wallet's balance (cost plus transaction fees).
     held: u64,
     done: bool,
 }
 
-/// Reserves up to `cost` of `rec`'s limit and `cost + fees` of its wallet's balance, or
-/// answers 402 saying which is short.
+/// Reserves up to `cost` of the key's limit and `cost + fees` of its wallet's balance, or
+/// answers 402 saying which is short (401 if the key was revoked meanwhile).
+///
+/// One atomic check-and-commit per key: the record is read afresh from the store under
+/// the budget lock (never the copy the caller loaded before awaiting anything), checked,
+/// and written back with the hold before the lock is released, so concurrent requests on
+/// one key cannot together spend past its limit. `rec` is updated to what was written.
 pub(crate) fn reserve(
     s: &AppState,
     key_id: Hash32,
@@ -102,7 +130,12 @@ pub(crate) fn reserve(
     fees: u64,
 ) -> Result<Reservation, ApiError> {
     let mut held = s.budgets.0.lock().unwrap_or_else(|p| p.into_inner());
+    *rec = fresh(s, &key_id)?;
+    if rec.revoked {
+        return Err(unauthorized("this API key was revoked"));
+    }
     rec.roll(crate::consensus::now_ms());
+    resolve(s, rec);
     if cost > rec.remaining() {
         return Err(ApiError::payment(format!(
             "spend limit: this request may cost up to {cost}, {} left in this period",
@@ -123,27 +156,157 @@ pub(crate) fn reserve(
             }
         )));
     }
+    let hold = loop {
+        let h: u64 = rand::random();
+        if !rec.inflight.holds.contains_key(&h) {
+            break h;
+        }
+    };
     rec.spent = rec.spent.saturating_add(cost);
+    rec.inflight.holds.insert(hold, cost);
     save_spend(s, &key_id, rec)?;
     *held.entry(rec.wallet).or_insert(0) += need;
     Ok(Reservation {
         s: s.clone(),
         key_id,
         wallet: rec.wallet,
-        cost,
+        hold,
         held: need,
         done: false,
     })
 }
 
+/// The key record now, with the ledger's decisions since it was written applied.
+fn current(s: &AppState, key_id: &Hash32) -> Result<KeyRecord, ApiError> {
+    let _g = s.budgets.0.lock().unwrap_or_else(|p| p.into_inner());
+    let mut rec = fresh(s, key_id)?;
+    rec.roll(crate::consensus::now_ms());
+    if resolve(s, &mut rec) {
+        save_spend(s, key_id, &rec)?;
+    }
+    Ok(rec)
+}
+
+/// The key record as stored now.
+fn fresh(s: &AppState, key_id: &Hash32) -> Result<KeyRecord, ApiError> {
+    let bytes = s
+        .chain
+        .store()
+        .api_key(key_id)
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .ok_or_else(|| unauthorized("invalid API key"))?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// Settles what the ledger has decided since: a recovering job that ended counts at its
+/// charge (0 if it expired, was refunded or never landed); answered jobs that left the
+/// ledger's open set are forgotten. Returns whether `rec` changed.
+fn resolve(s: &AppState, rec: &mut KeyRecord) -> bool {
+    let st = s.chain.state();
+    let open = |job: &Hash32| {
+        st.jobs.contains_key(job)
+            || matches!(s.chain.tx_status(job), crate::chain::TxStatus::Pending)
+    };
+    let mut changed = false;
+    let ended: Vec<(Hash32, u64)> = rec
+        .inflight
+        .recovering
+        .iter()
+        .filter(|(j, _)| !open(j))
+        .map(|(j, e)| (*j, *e))
+        .collect();
+    for (job, escrow) in ended {
+        let charge = ledger_charge(s, &job);
+        rec.spent = rec.spent.saturating_sub(escrow).saturating_add(charge);
+        rec.inflight.recovering.remove(&job);
+        changed = true;
+    }
+    let before = rec.inflight.answered.len();
+    rec.inflight.answered.retain(|j| open(j));
+    changed | (rec.inflight.answered.len() != before)
+}
+
+/// What the ledger charged the client for a job that left the open set.
+fn ledger_charge(s: &AppState, job: &Hash32) -> u64 {
+    let Ok(Some(h)) = s.chain.store().job_history(job) else {
+        return 0;
+    };
+    let escrow = h.events.iter().find_map(|(_, e)| match e {
+        vouch_state::Event::JobSubmitted { escrow, .. } => Some(*escrow),
+        _ => None,
+    });
+    let refund = h.events.iter().find_map(|(_, e)| match e {
+        vouch_state::Event::JobSettled { refund, .. } => Some(*refund),
+        _ => None,
+    });
+    match (escrow, refund) {
+        (Some(e), Some(r)) => e.saturating_sub(r),
+        _ => 0,
+    }
+}
+
+/// At start, before any request: the holds in key records belong to requests a crash
+/// ended. Each is taken out of `spent`; every job of the key's wallet still open on the
+/// ledger (or back in the mempool from the outbox) that no recorded answer covers is
+/// counted at its escrow and, once it ends, at what the ledger charged ([`resolve`]);
+/// a transfer back in the mempool counts at its amount. So after a crash `spent` is what
+/// the ledger charges, never a reservation nobody will pay.
+pub fn reconcile(chain: &crate::chain::Chain) {
+    let Ok(keys) = chain.store().api_keys() else {
+        return;
+    };
+    let st = chain.state();
+    for (h, bytes) in keys {
+        let Ok(mut rec) = serde_json::from_slice::<KeyRecord>(&bytes) else {
+            continue;
+        };
+        if rec.inflight.holds.is_empty() {
+            continue;
+        }
+        let stale: u64 = rec.inflight.holds.values().sum();
+        rec.spent = rec.spent.saturating_sub(stale);
+        rec.inflight.holds.clear();
+        let mut found = 0;
+        for (job, j) in st.jobs.iter().filter(|(_, j)| j.client == rec.wallet) {
+            if !rec.inflight.answered.contains(job) && !rec.inflight.recovering.contains_key(job) {
+                rec.inflight.recovering.insert(*job, j.escrow);
+                rec.spent = rec.spent.saturating_add(j.escrow);
+                found += 1;
+            }
+        }
+        for (id, tx) in chain.pending_from(&rec.wallet) {
+            match tx.action {
+                Action::SubmitJob { max_fee, .. }
+                    if !rec.inflight.answered.contains(&id)
+                        && !rec.inflight.recovering.contains_key(&id) =>
+                {
+                    rec.inflight.recovering.insert(id, max_fee);
+                    rec.spent = rec.spent.saturating_add(max_fee);
+                    found += 1;
+                }
+                Action::Transfer { to, amount } if to != rec.wallet => {
+                    rec.spent = rec.spent.saturating_add(amount);
+                }
+                _ => {}
+            }
+        }
+        tracing::info!(key = %h.short(), released = stale, jobs = found, spent = rec.spent,
+                       "reconciled the spend of requests a restart interrupted");
+        if let Ok(b) = serde_json::to_vec(&rec) {
+            let _ = chain.store().put_api_key(&h, &b);
+        }
+    }
+}
+
 impl Reservation {
-    /// Replaces the reserved cost with the actual `charge` on the key's limit, and releases
-    /// the balance hold once `escrow` (if any) is final on the ledger.
-    pub(crate) fn settle(mut self, charge: u64, escrow: Option<Hash32>) {
+    /// Replaces the reserved cost with the actual `charge` on the key's limit, records
+    /// the answered `jobs`, and releases the balance hold once the last of them (or the
+    /// transaction `escrow`) is final on the ledger.
+    pub(crate) fn settle(mut self, charge: u64, jobs: &[Hash32], escrow: Option<Hash32>) {
         self.done = true;
-        self.adjust(charge);
+        self.adjust(charge, jobs);
         let (s, wallet, held) = (self.s.clone(), self.wallet, self.held);
-        match escrow {
+        match escrow.or_else(|| jobs.last().copied()) {
             Some(tx) => {
                 tokio::spawn(async move {
                     s.chain.wait_tx(&tx, crate::provider::COMMIT_WAIT).await;
@@ -154,13 +317,17 @@ impl Reservation {
         }
     }
 
-    fn adjust(&self, charge: u64) {
+    fn adjust(&self, charge: u64, jobs: &[Hash32]) {
         let _g = self.s.budgets.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Ok(Some(b)) = self.s.chain.store().api_key(&self.key_id) {
-            if let Ok(mut r) = serde_json::from_slice::<KeyRecord>(&b) {
-                r.spent = r.spent.saturating_sub(self.cost).saturating_add(charge);
-                let _ = save_spend(&self.s, &self.key_id, &r);
+        if let Ok(mut r) = fresh(&self.s, &self.key_id) {
+            // A hold gone from the record was reset with the period: nothing to take out.
+            if let Some(cost) = r.inflight.holds.remove(&self.hold) {
+                r.spent = r.spent.saturating_sub(cost);
             }
+            r.spent = r.spent.saturating_add(charge);
+            r.inflight.answered.extend(jobs.iter().copied());
+            resolve(&self.s, &mut r);
+            let _ = save_spend(&self.s, &self.key_id, &r);
         }
     }
 }
@@ -178,7 +345,7 @@ fn release(s: &AppState, wallet: &Hash32, amount: u64) {
 impl Drop for Reservation {
     fn drop(&mut self) {
         if !self.done {
-            self.adjust(0);
+            self.adjust(0, &[]);
             release(&self.s, &self.wallet, self.held);
         }
     }
@@ -289,6 +456,7 @@ pub async fn create_key(
         spent: 0,
         revoked: false,
         created_at: now,
+        inflight: InFlight::default(),
     };
     let h = key_hash(&api_key);
     save_key(&s, &h, &rec)?;
@@ -312,9 +480,13 @@ pub async fn list_keys(
     let out: Vec<Value> = keys
         .into_iter()
         .filter_map(|(h, b)| serde_json::from_slice::<KeyRecord>(&b).ok().map(|r| (h, r)))
+        .map(|(h, r)| (h, current(&s, &h).unwrap_or(r)))
         .map(|(h, r)| {
+            let pending = r.inflight.holds.values().chain(r.inflight.recovering.values())
+                .fold(0u64, |a, b| a.saturating_add(*b));
             json!({"id": h, "name": r.name, "wallet": r.wallet, "balance": st.account(&r.wallet).balance,
-                   "limit": r.limit, "period_secs": r.period_ms / 1000, "spent": r.spent, "revoked": r.revoked})
+                   "limit": r.limit, "period_secs": r.period_ms / 1000, "spent": r.spent, "revoked": r.revoked,
+                   "pending": pending})
         })
         .collect();
     Ok(Json(json!({"keys": out})))
@@ -329,6 +501,8 @@ pub async fn revoke_key(
     let h: Hash32 = id
         .parse()
         .map_err(|_| ApiError::bad_request("key id must be 64 hex characters"))?;
+    // Under the budget lock: a spend written meanwhile is not overwritten.
+    let _g = s.budgets.0.lock().unwrap_or_else(|p| p.into_inner());
     let bytes = s
         .chain
         .store()
@@ -579,7 +753,7 @@ async fn complete(
         } = plan.execute(None).await?;
         let r = &done.receipt;
         let usage = usage(r);
-        budget.settle(charge(price, r), Some(done.job));
+        budget.settle(charge(price, r), &[done.job], None);
         let choice = if chat {
             json!({"index": 0, "message": {"role": "assistant", "content": r.output}, "finish_reason": finish_str(r.finish_reason), "logprobs": null})
         } else {
@@ -650,7 +824,7 @@ async fn complete(
                 failover,
             }) => {
                 let r = &done.receipt;
-                budget.settle(charge(price, r), Some(done.job));
+                budget.settle(charge(price, r), &[done.job], None);
                 let _ = tx_ev.send(Ok(mk(
                     json!({}),
                     json!(finish_str(r.finish_reason)),
@@ -829,6 +1003,11 @@ impl Plan {
             }
             match r {
                 Ok(done) => {
+                    // A remote provider made its side durable; this node's side of the
+                    // answer (the escrow it signed, in the outbox) is made durable here.
+                    if escrow.is_some() {
+                        self.s.chain.sync().map_err(ApiError::internal)?;
+                    }
                     if let Some(out) = &sink {
                         let sent = sent.lock().unwrap_or_else(|p| p.into_inner()).clone();
                         match done.receipt.output.strip_prefix(sent.as_str()) {
@@ -916,8 +1095,8 @@ pub async fn wallet(
     AxState(s): AxState<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let (_, mut rec) = load_key(&s, &headers)?;
-    rec.roll(crate::consensus::now_ms());
+    let (key_id, _) = load_key(&s, &headers)?;
+    let rec = current(&s, &key_id)?;
     let acct = s.chain.state().account(&rec.wallet);
     Ok(Json(
         json!({"wallet": rec.wallet, "balance": acct.balance, "nonce": acct.nonce,
@@ -942,7 +1121,9 @@ pub async fn pay(
     let Json(p) =
         body.map_err(|e| ApiError::bad_request(format!("malformed request: {}", e.body_text())))?;
     let min_fee = s.chain.state().params.min_tx_fee;
-    let budget = reserve(&s, key_id, &mut rec, p.amount, min_fee)?;
+    // Moving money to the key's own wallet spends nothing.
+    let cost = if p.to == rec.wallet { 0 } else { p.amount };
+    let budget = reserve(&s, key_id, &mut rec, cost, min_fee)?;
     let wallet = wallet_key(&rec)?;
     let id = s
         .chain
@@ -954,7 +1135,7 @@ pub async fn pay(
             },
         )
         .map_err(crate::provider::submit_error)?;
-    budget.settle(p.amount, Some(id));
+    budget.settle(cost, &[], Some(id));
     let st = s.chain.wait_tx(&id, crate::provider::COMMIT_WAIT).await;
     Ok(Json(json!({"id": id, "result": st})))
 }
@@ -1055,7 +1236,7 @@ pub async fn embeddings(
     let wallet = wallet_key(&rec)?;
     let mut data = Vec::new();
     let mut receipts = Vec::new();
-    let mut last_job = None;
+    let mut jobs = Vec::new();
     let mut charged = 0u64;
     for (i, (text, fee)) in texts.into_iter().zip(fees).enumerate() {
         let action = Action::SubmitJob {
@@ -1076,12 +1257,12 @@ pub async fn embeddings(
         let done = match done {
             Ok(d) => d,
             Err(e) => {
-                budget.settle(charged, last_job);
+                budget.settle(charged, &jobs, None);
                 return Err(e);
             }
         };
         charged = charged.saturating_add(fee);
-        last_job = Some(done.job);
+        jobs.push(done.job);
         let r = done.receipt;
         let values = r
             .embedding
@@ -1099,7 +1280,7 @@ pub async fn embeddings(
     }
     // Each text's escrow is its own job; a failure part way through leaves the earlier
     // ones charged (they were answered and committed).
-    budget.settle(total, last_job);
+    budget.settle(total, &jobs, None);
     let prompt_tokens: u64 = tokens.iter().sum();
     let mut resp = Json(json!({
         "object": "list", "data": data, "model": req.model,

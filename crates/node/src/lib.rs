@@ -74,6 +74,7 @@ pub fn dev_params() -> Params {
         reporter_reward_bps: 5_000,
         audit_rate_ppm: 250_000,
         max_unbonding_entries: 16,
+        paid_admission: true,
     }
 }
 

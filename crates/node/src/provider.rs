@@ -267,7 +267,7 @@ impl ProviderRole {
         sink: Option<tokio::sync::mpsc::UnboundedSender<String>>,
     ) -> Result<Done, ApiError> {
         let job = match escrow {
-            Escrow::Signed(tx) => chain.submit(tx).map_err(submit_error)?,
+            Escrow::Signed(tx) => chain.submit_kept(tx).map_err(submit_error)?,
             Escrow::Custodial(key, action) => {
                 chain.submit_signed(&key, action).map_err(submit_error)?
             }
@@ -371,7 +371,12 @@ impl ProviderRole {
             output_tokens: receipt.output_tokens.len() as u32,
         };
         match chain.submit_signed(&self.key, commit) {
-            Ok(id) => Ok(id),
+            // Before anyone gets the receipt: it, the result commit and the escrow (both
+            // in the outbox, re-submitted at start) survive a crash (one fsync).
+            Ok(id) => chain
+                .sync()
+                .map(|()| id)
+                .map_err(|e| ApiError::internal(format!("cannot make the answer durable: {e}"))),
             // The escrow did not make it into a block while the model ran.
             Err(SubmitError::Invalid(vouch_state::TxError::UnknownJob(_))) => {
                 Err(match chain.tx_status(&job) {

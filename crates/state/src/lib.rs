@@ -49,6 +49,13 @@ pub struct Params {
     pub audit_rate_ppm: u32,
     /// Most unbonding entries one account may have at once.
     pub max_unbonding_entries: u32,
+    /// Paid job admission (docs/ledger.md, `submit_job`): a job's escrow must cover the
+    /// provider's price for its `max_tokens`, and a provider's registered capacity does
+    /// not refuse jobs (jobs nobody sends input for hold no capacity; the provider's own
+    /// queue bounds the work it takes). Off in genesis files written before the rule,
+    /// so their stored blocks replay to the same roots.
+    #[serde(default)]
+    pub paid_admission: bool,
 }
 
 impl Default for Params {
@@ -66,6 +73,7 @@ impl Default for Params {
             reporter_reward_bps: 5_000,
             audit_rate_ppm: 100_000,
             max_unbonding_entries: 16,
+            paid_admission: true,
         }
     }
 }
@@ -1027,13 +1035,23 @@ impl State {
                         model: *model,
                     });
                 }
-                if prov.in_flight >= prov.capacity {
+                if !p.paid_admission && prov.in_flight >= prov.capacity {
                     return Err(TxError::ProviderBusy(*provider));
                 }
                 if *max_tokens == 0 {
                     return Err(TxError::InvalidField(
                         "max_tokens must be at least 1".into(),
                     ));
+                }
+                if p.paid_admission {
+                    let least = u128::from(prov.price_per_token) * u128::from(*max_tokens);
+                    if u128::from(*max_fee) < least {
+                        return Err(TxError::InvalidField(format!(
+                            "max_fee {max_fee} is below the price of the requested tokens \
+                             ({} per token × max_tokens {max_tokens} = {least})",
+                            prov.price_per_token
+                        )));
+                    }
                 }
                 let id = tx.id(&self.chain);
                 if self.jobs.contains_key(&id) {

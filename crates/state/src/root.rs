@@ -35,6 +35,10 @@ fn params(e: &mut Encoder, p: &Params) {
         .u32(p.reporter_reward_bps.into())
         .u32(p.audit_rate_ppm)
         .u32(p.max_unbonding_entries);
+    // Appended only when set, so chains from before the rule keep their roots.
+    if p.paid_admission {
+        e.u8(1);
+    }
 }
 
 fn account(e: &mut Encoder, a: &Account) {

@@ -849,8 +849,9 @@ fn every_rejection_has_its_reason() {
         ),
         TxError::Overflow | TxError::InsufficientFunds { .. }
     ));
-    let j1 = submit(&mut n, 100);
-    let _j2 = submit(&mut n, 100);
+    let j1 = submit(&mut n, 1_000);
+    let _j2 = submit(&mut n, 1_000);
+    // An escrow below the price of the requested tokens (10 per token × 10).
     assert!(matches!(
         n.reject(
             0,
@@ -859,10 +860,10 @@ fn every_rejection_has_its_reason() {
                 provider,
                 input_hash: Hash32([1; 32]),
                 max_tokens: 10,
-                max_fee: 10,
+                max_fee: 99,
             }
         ),
-        TxError::ProviderBusy(_)
+        TxError::InvalidField(m) if m.contains("below the price of the requested tokens")
     ));
     // Only the provider commits, within max_tokens; only validators audit, once.
     assert!(matches!(
@@ -1116,4 +1117,87 @@ proptest! {
             prop_assert!(n.state.check_signature(&m).is_err());
         }
     }
+}
+
+/// Issue 18 row 5: jobs nobody pays for hold no capacity. Before the rule, `capacity`
+/// (2 here) unanswered jobs at the minimum fee refused every further job as busy for
+/// `job_timeout_ms`; now a job's escrow covers its tokens at the provider's price and the
+/// provider's registered capacity refuses nothing, so squatting only locks the squatter's
+/// own escrow (refunded at expiry) and every paying job is admitted.
+#[test]
+fn unanswered_jobs_hold_no_capacity_and_escrow_covers_the_tokens() {
+    let mut n = net();
+    let provider = n.addr(1);
+    let squat = |max_fee| Action::SubmitJob {
+        model: MODEL,
+        provider,
+        input_hash: Hash32([7; 32]),
+        max_tokens: 100,
+        max_fee,
+    };
+    // A zero or token-short escrow is refused.
+    for fee in [0, 999] {
+        assert!(matches!(
+            n.reject(0, squat(fee)),
+            TxError::InvalidField(m) if m.contains("below the price")
+        ));
+    }
+    // Four squatting jobs (twice the capacity) at the least escrow, never answered.
+    let before = n.balance(0);
+    let txs: Vec<Tx> = (0..4).map(|_| n.tx(0, squat(1_000))).collect();
+    n.block(10, txs);
+    assert_eq!(n.state.providers[&provider].in_flight, 4);
+    // A paying client is still admitted and served.
+    let paid = submit(&mut n, 5_000);
+    commit(&mut n, paid, 10);
+    assert!(n.state.jobs.contains_key(&paid));
+    // The squatting escrows come back at expiry: holding four jobs open cost the
+    // squatter its transaction fees and blocked no one.
+    let timeout = n.state.params.job_timeout_ms;
+    let events = n.block(timeout + 1, vec![]);
+    let expired: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::JobExpired { refund, .. } => Some(*refund),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(expired, vec![1_000; 4]);
+    assert_eq!(n.state.providers[&provider].in_flight, 0);
+    assert!(n.balance(0) < before);
+}
+
+/// A chain whose genesis predates paid admission (no `paid_admission` field) keeps the
+/// old rules (capacity refuses, any escrow is accepted) and its state root: its stored
+/// blocks replay unchanged.
+#[test]
+fn chains_from_before_paid_admission_keep_their_rules_and_roots() {
+    let mut legacy = net();
+    let mut json = serde_json::to_value(&legacy.state.params).unwrap();
+    json.as_object_mut().unwrap().remove("paid_admission");
+    let old: vouch_state::Params = serde_json::from_value(json).unwrap();
+    assert!(!old.paid_admission);
+    let new_root = legacy.state.root();
+    legacy.state.params = old;
+    assert_ne!(
+        legacy.state.root(),
+        new_root,
+        "the rule is part of the state root"
+    );
+    let provider = legacy.addr(1);
+    let _ = submit(&mut legacy, 100);
+    let _ = submit(&mut legacy, 100);
+    assert!(matches!(
+        legacy.reject(
+            0,
+            Action::SubmitJob {
+                model: MODEL,
+                provider,
+                input_hash: Hash32([1; 32]),
+                max_tokens: 10,
+                max_fee: 10,
+            }
+        ),
+        TxError::ProviderBusy(_)
+    ));
 }

@@ -25,6 +25,11 @@ const JOBS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("job_histor
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Gateway API keys by the hash of the key (never the key itself).
 const API_KEYS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("api_keys");
+/// Transactions this node signed or answered for and admitted to its mempool, not yet in
+/// a block, in admission order: value = transaction id (32 bytes) ‖ encoded transaction.
+/// Re-submitted at start, so a crash cannot lose the escrow or the result commit of an
+/// answer a client already holds.
+const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 
 /// How often (in blocks) a full state snapshot is written.
 pub const SNAPSHOT_EVERY: u64 = 32;
@@ -78,6 +83,8 @@ pub struct JobHistory {
 pub struct Store {
     db: Database,
     path: PathBuf,
+    /// Next outbox key.
+    outbox_seq: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -143,6 +150,7 @@ impl Store {
         let store = Store {
             db,
             path: path.to_path_buf(),
+            outbox_seq: Default::default(),
         };
         // Create tables and record the chain id on first open.
         {
@@ -155,6 +163,12 @@ impl Store {
                 w.open_table(RECEIPT_BODIES)?;
                 w.open_table(JOBS)?;
                 w.open_table(API_KEYS)?;
+                let outbox = w.open_table(OUTBOX)?;
+                let next = outbox.last()?.map_or(0, |(k, _)| k.value() + 1);
+                store
+                    .outbox_seq
+                    .store(next, std::sync::atomic::Ordering::SeqCst);
+                drop(outbox);
                 let mut meta = w.open_table(META)?;
                 let existing = meta.get("chain")?.map(|v| v.value().to_vec());
                 match existing {
@@ -302,6 +316,24 @@ impl Store {
                 let bytes = serde_json::to_vec(&hist).expect("history serializes");
                 jobs.insert(job.as_bytes(), bytes.as_slice())?;
             }
+            // Outbox entries this block commits are done.
+            let mut outbox = w.open_table(OUTBOX)?;
+            if !outbox.is_empty()? {
+                let ids: std::collections::HashSet<Hash32> =
+                    block.txs.iter().map(|t| t.id(&chain)).collect();
+                let mut done = Vec::new();
+                for e in outbox.iter()? {
+                    let (k, v) = e?;
+                    let v = v.value();
+                    if v.len() >= 32 && ids.contains(&Hash32(v[..32].try_into().expect("32"))) {
+                        done.push(k.value());
+                    }
+                }
+                for k in done {
+                    outbox.remove(k)?;
+                }
+            }
+            drop(outbox);
             if height.is_multiple_of(SNAPSHOT_EVERY) {
                 let mut meta = w.open_table(META)?;
                 let snap = serde_json::to_vec(state).expect("state serializes");
@@ -375,7 +407,8 @@ impl Store {
     /// Written without its own fsync: the next block commit makes it durable, and the
     /// transaction committing this receipt's hashes can only be in that block or a later
     /// one, so a receipt named by a durable block is always on disk (writes to the
-    /// database are durable in order).
+    /// database are durable in order). A provider calls [`Store::sync`] before it hands
+    /// the receipt to anyone.
     pub fn put_receipt(&self, id: &Hash32, json: &[u8]) -> Result<(), StoreError> {
         let mut w = self.db.begin_write()?;
         w.set_durability(redb::Durability::None)
@@ -403,6 +436,97 @@ impl Store {
                 .map(Some)
                 .map_err(|e| self.corrupt(format!("job history: {e}"))),
         }
+    }
+
+    /// Appends a transaction to the outbox, without its own fsync: callers that hand out
+    /// something depending on it call [`Store::sync`] first. Appended in admission
+    /// order (under the mempool's lock), so what survives a crash is a prefix of what was
+    /// admitted, and each sender's nonces in it have no gaps.
+    pub fn outbox_push(&self, id: &Hash32, tx: &[u8]) -> Result<(), StoreError> {
+        let seq = self
+            .outbox_seq
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut w = self.db.begin_write()?;
+        w.set_durability(redb::Durability::None)
+            .map_err(|e| StoreError::Db(e.to_string()))?;
+        {
+            let mut t = w.open_table(OUTBOX)?;
+            let mut v = Vec::with_capacity(32 + tx.len());
+            v.extend_from_slice(id.as_bytes());
+            v.extend_from_slice(tx);
+            t.insert(seq, v.as_slice())?;
+        }
+        w.commit()?;
+        Ok(())
+    }
+
+    /// The outbox in admission order: (key, transaction id, encoded transaction).
+    pub fn outbox(&self) -> Result<Vec<(u64, Hash32, Vec<u8>)>, StoreError> {
+        let r = self.db.begin_read()?;
+        let t = r.open_table(OUTBOX)?;
+        let mut out = Vec::new();
+        for e in t.iter()? {
+            let (k, v) = e?;
+            let v = v.value();
+            if v.len() < 32 {
+                return Err(self.corrupt(format!("outbox entry {} is truncated", k.value())));
+            }
+            out.push((
+                k.value(),
+                Hash32(v[..32].try_into().expect("32")),
+                v[32..].to_vec(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Removes outbox entries (committed, or refused for good).
+    pub fn outbox_remove(&self, keys: &[u64]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut w = self.db.begin_write()?;
+        w.set_durability(redb::Durability::None)
+            .map_err(|e| StoreError::Db(e.to_string()))?;
+        {
+            let mut t = w.open_table(OUTBOX)?;
+            for k in keys {
+                t.remove(*k)?;
+            }
+        }
+        w.commit()?;
+        Ok(())
+    }
+
+    /// Removes the outbox entries of transactions that will never commit (rejected when
+    /// a block was built, or dropped from the mempool): they are not revived at start.
+    pub fn outbox_forget(&self, ids: &std::collections::HashSet<Hash32>) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<u64> = self
+            .outbox()?
+            .into_iter()
+            .filter(|(_, id, _)| ids.contains(id))
+            .map(|(k, _, _)| k)
+            .collect();
+        self.outbox_remove(&keys)
+    }
+
+    /// Makes every earlier write durable (one fsync): receipts, outbox entries and spend
+    /// updates written without their own.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let w = self.db.begin_write()?;
+        {
+            let mut meta = w.open_table(META)?;
+            let n = meta
+                .get("syncs")?
+                .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
+                .map_or(0, u64::from_le_bytes);
+            meta.insert("syncs", (n + 1).to_le_bytes().as_slice())?;
+        }
+        w.commit()?;
+        Ok(())
     }
 
     /// Stores a gateway API key record under the hash of the key, durably.
