@@ -177,6 +177,7 @@ pub fn run(home: &Path, a: GatewayBenchArgs) -> Result<()> {
         models_home: None,
         public_api: None,
         follow_models: false,
+        http: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

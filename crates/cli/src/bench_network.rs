@@ -151,6 +151,7 @@ pub fn run(home: &std::path::Path, a: NetworkBenchArgs) -> Result<()> {
                 models_home: None,
                 public_api: None,
                 follow_models: false,
+                http: Default::default(),
             };
             let engine = vouch_node::SimplexEngine {
                 listen: ([127, 0, 0, 1], p2p[i]).into(),
@@ -399,6 +400,7 @@ fn run_model(home: &std::path::Path, a: &NetworkBenchArgs) -> Result<()> {
                 models_home: None,
                 public_api: None,
                 follow_models: false,
+                http: Default::default(),
             };
             let engine = vouch_node::SimplexEngine {
                 listen: ([127, 0, 0, 1], p2p[i]).into(),

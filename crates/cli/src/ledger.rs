@@ -23,7 +23,8 @@ use crate::client::Client;
 #[derive(Args, Debug, Default)]
 pub struct UpArgs {
     /// TOML file with any of: listen, block_interval_ms, genesis, data, no_provider,
-    /// no_audit, queue_depth, log_format, log. Relative paths are taken from the file's
+    /// no_audit, queue_depth, log_format, log, max_connections, header_timeout_ms,
+    /// idle_timeout_ms. Relative paths are taken from the file's
     /// directory. Flags and environment variables override it.
     #[arg(long, env = "VOUCH_CONFIG")]
     pub config: Option<PathBuf>,
@@ -64,6 +65,24 @@ pub struct UpArgs {
     /// blocks of its own; transactions are refused with the URL to send them to).
     #[arg(long, env = "VOUCH_FOLLOW")]
     pub follow: Option<String>,
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+/// Limits of the node's HTTP server (`vouch up` and `vouch node`).
+#[derive(Args, Debug, Default, Clone)]
+pub struct HttpArgs {
+    /// HTTP connections held open at once; when all are taken, a new one replaces the
+    /// longest-idle one, or waits if none is idle [default: 512].
+    #[arg(long, env = "VOUCH_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Time a client has to send a request's headers, ms [default: 10000].
+    #[arg(long, env = "VOUCH_HEADER_TIMEOUT_MS")]
+    pub header_timeout_ms: Option<u64>,
+    /// Time a connection may stay open with no request in flight and no bytes moving,
+    /// ms; streaming responses are requests in flight [default: 60000].
+    #[arg(long, env = "VOUCH_IDLE_TIMEOUT_MS")]
+    pub idle_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -88,6 +107,9 @@ pub struct UpFile {
     follow: Option<String>,
     /// Log filter (as `VOUCH_LOG`), e.g. "info" or "vouch_node=debug".
     log: Option<String>,
+    max_connections: Option<usize>,
+    header_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
 }
 
 /// `vouch up` settings after merging flags, environment, file and defaults.
@@ -104,6 +126,7 @@ pub struct UpSettings {
     pub log_format: LogFormat,
     pub log: String,
     pub follow: Option<String>,
+    pub http: vouch_node::server::HttpLimits,
 }
 
 impl UpArgs {
@@ -146,7 +169,34 @@ impl UpArgs {
                 .ok()
                 .or(f.log)
                 .unwrap_or_else(|| "info".into()),
+            http: {
+                let d = vouch_node::server::HttpLimits::default();
+                let ms = std::time::Duration::from_millis;
+                vouch_node::server::HttpLimits {
+                    max_connections: self
+                        .http
+                        .max_connections
+                        .or(f.max_connections)
+                        .unwrap_or(d.max_connections),
+                    header_timeout: self
+                        .http
+                        .header_timeout_ms
+                        .or(f.header_timeout_ms)
+                        .map_or(d.header_timeout, ms),
+                    idle_timeout: self
+                        .http
+                        .idle_timeout_ms
+                        .or(f.idle_timeout_ms)
+                        .map_or(d.idle_timeout, ms),
+                }
+            },
         };
+        if s.http.max_connections == 0 || s.http.max_connections > 1_000_000 {
+            bail!("max_connections must be between 1 and 1000000");
+        }
+        if s.http.header_timeout.is_zero() || s.http.idle_timeout.is_zero() {
+            bail!("header_timeout_ms and idle_timeout_ms must be at least 1");
+        }
         if s.block_interval_ms == 0 || s.block_interval_ms > 60_000 {
             bail!("block_interval_ms must be between 1 and 60000");
         }
@@ -303,6 +353,7 @@ fn launch(home: &Path, a: UpSettings, net: Option<Net>) -> Result<()> {
         models_home: Some(home.to_path_buf()),
         public_api: net.as_ref().and_then(|n| n.public_api.clone()),
         follow_models: net.as_ref().is_some_and(|n| n.follow_models),
+        http: a.http,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -420,6 +471,8 @@ pub struct NodeArgs {
     /// as JSON, creating them if needed, and exit.
     #[arg(long)]
     pub show_id: bool,
+    #[command(flatten)]
+    pub http: HttpArgs,
 }
 
 pub fn node(home: &Path, a: NodeArgs) -> Result<()> {
@@ -466,6 +519,7 @@ pub fn node(home: &Path, a: NodeArgs) -> Result<()> {
         audit_mode: a.audit_mode,
         queue_depth: a.queue_depth,
         log_format: a.log_format,
+        http: a.http.clone(),
         ..Default::default()
     };
     let s = up.settle(home, None)?;

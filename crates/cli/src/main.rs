@@ -253,7 +253,27 @@ struct EmbedArgs {
     receipt: Option<PathBuf>,
 }
 
+/// `vouch ... | head`: when the reader closes the pipe early, stop quietly with the status
+/// of a process ended by SIGPIPE (141) instead of panicking on the failed write. (Rust
+/// ignores SIGPIPE so that writes return EPIPE; `println!` turns that into a panic.)
+fn exit_quietly_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let p = info.payload();
+        let msg = p
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| p.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to std") && msg.contains("os error 32") {
+            std::process::exit(141);
+        }
+        default(info)
+    }));
+}
+
 fn main() -> ExitCode {
+    exit_quietly_on_broken_pipe();
     let cli = Cli::parse();
     if let Some(t) = cli.threads {
         // Read once by the tensor backend when its thread pool starts.

@@ -348,3 +348,22 @@ fn json_flag_gives_machine_readable_output_and_errors() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v["error"].as_str().unwrap().contains("no wallet"), "{v}");
 }
+
+/// Issue 18 row 12: `vouch ... | head -1` must not panic when the reader closes the pipe
+/// (it did: "failed printing to stdout: Broken pipe"). The read end is closed before the
+/// command writes anything; it exits quietly with the SIGPIPE status.
+#[test]
+fn a_closed_stdout_pipe_ends_quietly() {
+    let home = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vouch"))
+        .args(["--home", home.path().to_str().unwrap(), "models", "list"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(o.status.code(), Some(141), "{err}");
+}

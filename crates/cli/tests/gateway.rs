@@ -158,13 +158,42 @@ fn official_openai_client_against_vouch_up() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
 
+    // Issue 18 row 12: an oversized body is 413 with the limit named, not 400.
+    // (Raw TCP: the server answers as soon as it sees the declared length, before the
+    // client has sent the body.)
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(n.trim_start_matches("http://")).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        write!(
+            s,
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {api_key}\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            10 << 20
+        )
+        .unwrap();
+        let _ = s.write_all(&[b'x'; 64 << 10]);
+        let mut buf = vec![0u8; 4096];
+        let mut text = String::new();
+        while !text.contains("the limit is") {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => text.push_str(&String::from_utf8_lossy(&buf[..k])),
+            }
+        }
+        assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+        assert!(text.contains("the limit is"), "{text}");
+    }
+
     // Prometheus metrics reflect what happened.
     let mut resp = agent().get(&format!("{n}/metrics")).call().unwrap();
     let text = resp.body_mut().read_to_string().unwrap();
     for needle in [
         "vouch_http_requests_total{route=\"/v1/chat/completions\",status=\"200\"}",
         "vouch_http_requests_total{route=\"/v1/chat/completions\",status=\"404\"}",
-        "vouch_http_request_duration_seconds_bucket{route=\"/v1/embeddings\",le=\"+Inf\"}",
+        // (prometheus-client writes `le` first.)
+        "vouch_http_request_duration_seconds_bucket{le=\"+Inf\",route=\"/v1/embeddings\"}",
         "vouch_generated_tokens_total{kind=\"chat\"}",
         "vouch_prompt_tokens_total{kind=\"embedding\"}",
         "vouch_jobs_committed_total",

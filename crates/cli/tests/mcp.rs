@@ -108,6 +108,20 @@ fn mcp_agent_tools_are_charged_to_the_key_and_bounded() {
     assert_eq!(r["extra_args"], -32602, "{r}");
     assert_eq!(r["bad_key"], -32001, "{r}");
     assert_eq!(r["no_key"], -32001, "{r}");
+    // Issue 18 row 12: a missing or wrong key is an HTTP 401 with a Bearer challenge (the
+    // MCP authorization spec), not a 200 carrying a JSON-RPC error.
+    for k in ["http_bad_key", "http_no_key"] {
+        assert_eq!(r[k]["status"], 401, "{k}: {r}");
+        assert!(
+            r[k]["www_authenticate"]
+                .as_str()
+                .unwrap()
+                .starts_with("Bearer "),
+            "{k}: {r}"
+        );
+    }
+    // Tools without arguments refuse arguments too.
+    assert_eq!(r["extra_args_no_arg_tool"], -32602, "{r}");
     assert_eq!(r["tiny"]["is_error"], true, "{r}");
     assert!(
         r["tiny"]["text"].as_str().unwrap().contains("spend limit"),

@@ -5,6 +5,7 @@ limit is below one request). Prints one JSON line with what the Rust side checks
 """
 import json
 import os
+import urllib.error
 import urllib.request
 
 import anyio
@@ -61,6 +62,11 @@ async def main():
             out["extra_args"] = "accepted"
         except MCPError as err:
             out["extra_args"] = err.error.code
+        try:
+            await s.call_tool("wallet_balance", {"path": "/etc/passwd"})
+            out["extra_args_no_arg_tool"] = "accepted"
+        except MCPError as err:
+            out["extra_args_no_arg_tool"] = err.error.code
 
     await with_session(os.environ["VOUCH_API_KEY"], agent)
 
@@ -71,8 +77,42 @@ async def main():
         except MCPError as err:
             return err.error.code
 
-    out["bad_key"] = await with_session("vk-not-a-key", bad)
-    out["no_key"] = await with_session(None, bad)
+    def mcp_code(err):
+        # The error may come wrapped in an exception group by the client's task group.
+        if isinstance(err, MCPError):
+            return err.error.code
+        for e in getattr(err, "exceptions", ()):
+            c = mcp_code(e)
+            if c is not None:
+                return c
+        return None
+
+    async def refused(key):
+        # Every HTTP request needs the key, initialize included: the session never opens.
+        try:
+            return await with_session(key, bad)
+        except Exception as err:  # noqa: BLE001 - reported to the Rust side
+            return mcp_code(err) or repr(err)
+
+    out["bad_key"] = await refused("vk-not-a-key")
+    out["no_key"] = await refused(None)
+
+    # The HTTP answer itself (MCP authorization spec): 401 with a Bearer challenge.
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "t", "version": "1"}}}
+    for name, key in (("http_bad_key", "vk-not-a-key"), ("http_no_key", None)):
+        headers = {"content-type": "application/json",
+                   "accept": "application/json, text/event-stream"}
+        if key:
+            headers["authorization"] = f"Bearer {key}"
+        req = urllib.request.Request(URL, data=json.dumps(init).encode(), headers=headers)
+        try:
+            urllib.request.urlopen(req)
+            out[name] = {"status": 200}
+        except urllib.error.HTTPError as err:
+            out[name] = {"status": err.code,
+                         "www_authenticate": err.headers.get("www-authenticate", "")}
 
     async def tiny(s):
         r = await s.call_tool("infer", {"prompt": "hi", "max_tokens": 4})

@@ -16,6 +16,9 @@ use crate::chain::{Chain, TxStatus};
 use crate::error::ApiError;
 use crate::provider::{submit_error, JobRequest, ProviderRole, COMMIT_WAIT};
 
+/// Largest request body, bytes; larger ones get 413.
+pub const MAX_BODY_BYTES: usize = 2 << 20;
+
 /// Largest faucet payout per request.
 pub const FAUCET_MAX: u64 = 1_000_000_000;
 
@@ -34,6 +37,8 @@ pub struct AppState {
     pub blobs: Option<Arc<crate::blobs::BlobStore>>,
     /// This node's API address as peers reach it.
     pub public_api: Option<Arc<String>>,
+    /// Seals the agent wallets' secrets at rest.
+    pub keystore: Arc<crate::keystore::Keystore>,
 }
 
 pub fn router(s: AppState) -> Router {
@@ -86,8 +91,50 @@ pub fn router(s: AppState) -> Router {
             s.clone(),
             crate::metrics::track,
         ))
-        .layer(DefaultBodyLimit::max(2 << 20))
+        .layer(axum::middleware::from_fn(body_limit))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(s)
+}
+
+/// Middleware: a body over [`MAX_BODY_BYTES`] gets 413 with the limit named, whether its
+/// length is declared (refused before reading) or not (read up to the limit).
+async fn body_limit(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let too_large = |n: Option<u64>| {
+        ApiError::too_large(format!(
+            "request body is {}; the limit is {MAX_BODY_BYTES} bytes",
+            n.map_or("larger than that".to_string(), |n| format!("{n} bytes"))
+        ))
+        .into_response()
+    };
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > MAX_BODY_BYTES as u64 => too_large(Some(n)),
+        Some(_) => next.run(req).await,
+        None if matches!(
+            *req.method(),
+            axum::http::Method::GET | axum::http::Method::HEAD
+        ) =>
+        {
+            next.run(req).await
+        }
+        None => {
+            let (parts, body) = req.into_parts();
+            match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+                Ok(b) => {
+                    next.run(axum::extract::Request::from_parts(parts, b.into()))
+                        .await
+                }
+                Err(_) => too_large(None),
+            }
+        }
+    }
 }
 
 pub(crate) fn parse_hash(s: &str, what: &str) -> Result<Hash32, ApiError> {

@@ -549,9 +549,7 @@ impl Chain {
         let chain = p.state.chain;
         let height = p.block.header.height;
         self.metrics.record_events(&p.applied.events);
-        self.metrics.inc("vouch_blocks_total", "", 1);
-        self.metrics
-            .inc("vouch_transactions_total", "", p.block.txs.len() as u64);
+        self.metrics.block(p.block.txs.len() as u64);
         let mut done: HashSet<Hash32> = p.block.txs.iter().map(|t| t.id(&chain)).collect();
         for (id, err) in &p.rejected {
             done.insert(*id);

@@ -39,7 +39,8 @@ pub const MAX_TOKENS: u32 = 2048;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeyRecord {
     pub name: String,
-    /// The custodial wallet's secret key (hex).
+    /// The custodial wallet's secret key, sealed with the node's keystore key
+    /// (`crate::keystore`; never plain in the database).
     pub wallet_secret: String,
     pub wallet: Hash32,
     /// Spend limit per period, base units (0 = no limit).
@@ -351,12 +352,11 @@ impl Drop for Reservation {
     }
 }
 
-fn wallet_key(rec: &KeyRecord) -> Result<Arc<SigningKey>, ApiError> {
-    let bytes = hex::decode(&rec.wallet_secret)
-        .map_err(|_| ApiError::internal("stored wallet key is not hex"))?;
-    Ok(Arc::new(
-        SigningKey::from_bytes(&bytes).map_err(|e| ApiError::internal(e.to_string()))?,
-    ))
+fn wallet_key(s: &AppState, rec: &KeyRecord) -> Result<Arc<SigningKey>, ApiError> {
+    s.keystore
+        .open(&rec.wallet, &rec.wallet_secret)
+        .map(Arc::new)
+        .map_err(ApiError::internal)
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -417,7 +417,7 @@ fn check_admin(s: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
         ));
     };
     match bearer(headers) {
-        Some(t) if t == token.as_str() => Ok(()),
+        Some(t) if crate::keystore::token_eq(t, token) => Ok(()),
         _ => Err(unauthorized("admin token required")),
     }
 }
@@ -448,7 +448,7 @@ pub async fn create_key(
     let now = crate::consensus::now_ms();
     let rec = KeyRecord {
         name: body.name.clone(),
-        wallet_secret: hex::encode(wallet.to_bytes()),
+        wallet_secret: s.keystore.seal(&wallet.public(), &wallet.to_bytes()),
         wallet: wallet.public(),
         limit: body.limit,
         period_ms: body.period_secs.saturating_mul(1000),
@@ -713,7 +713,7 @@ async fn complete(
         top_price.saturating_mul(tokens),
         st.params.min_tx_fee,
     )?;
-    let wallet = wallet_key(&rec)?;
+    let wallet = wallet_key(&s, &rec)?;
     let input = match kind {
         ReceiptKind::Completion => Input::Completion(prompt.clone()),
         _ => Input::Chat(messages.clone().unwrap_or_default()),
@@ -1124,7 +1124,7 @@ pub async fn pay(
     // Moving money to the key's own wallet spends nothing.
     let cost = if p.to == rec.wallet { 0 } else { p.amount };
     let budget = reserve(&s, key_id, &mut rec, cost, min_fee)?;
-    let wallet = wallet_key(&rec)?;
+    let wallet = wallet_key(&s, &rec)?;
     let id = s
         .chain
         .submit_signed(
@@ -1233,7 +1233,7 @@ pub async fn embeddings(
     let tx_fees = st.params.min_tx_fee.saturating_mul(texts.len() as u64);
     let _permit = provider.admit()?;
     let budget = reserve(&s, key_id, &mut rec, total, tx_fees)?;
-    let wallet = wallet_key(&rec)?;
+    let wallet = wallet_key(&s, &rec)?;
     let mut data = Vec::new();
     let mut receipts = Vec::new();
     let mut jobs = Vec::new();

@@ -13,10 +13,12 @@ pub mod error;
 pub mod explorer;
 pub mod gateway;
 pub mod keys;
+pub mod keystore;
 pub mod mcp;
 pub mod metrics;
 pub mod provenance;
 pub mod provider;
+pub mod server;
 pub mod validator;
 
 use std::net::SocketAddr;
@@ -166,6 +168,8 @@ pub struct NodeConfig {
     pub public_api: Option<String>,
     /// Pull new model versions descending from the models this node holds.
     pub follow_models: bool,
+    /// Connection limit and timeouts of the HTTP server.
+    pub http: server::HttpLimits,
 }
 
 /// Default provider queue depth.
@@ -220,6 +224,15 @@ pub async fn start(cfg: NodeConfig, engine: Box<dyn Engine>) -> Result<Running> 
     let genesis = cfg.genesis.clone();
     let (store, state) = tokio::task::spawn_blocking(move || Store::open(&db, &genesis)).await??;
     tracing::info!(height = state.height, root = %state.root().short(), "ledger opened");
+    // Agent-wallet secrets: sealed with a key kept beside the database, not in it.
+    let keystore = Arc::new(keystore::Keystore::load_or_create(&cfg.home)?);
+    let sealed = keystore.migrate(&store)?;
+    if sealed > 0 {
+        tracing::info!(
+            records = sealed,
+            "agent-wallet secrets sealed with the keystore key"
+        );
+    }
     let validator_key = SigningKey::from_bytes(&cfg.validator_key.to_bytes())?;
     let metrics = Arc::new(metrics::Metrics::default());
     let chain = Arc::new(Chain::new(
@@ -341,17 +354,11 @@ pub async fn start(cfg: NodeConfig, engine: Box<dyn Engine>) -> Result<Running> 
         dispatch,
         blobs,
         public_api: public_api.map(Arc::new),
+        keystore,
     });
-    let mut rx = shutdown_rx;
+    let limits = cfg.http;
     tasks.push(tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                while !*rx.borrow() {
-                    if rx.changed().await.is_err() {
-                        break;
-                    }
-                }
-            })
+        server::serve(listener, router, limits, metrics, shutdown_rx)
             .await
             .context("http server")
     }));

@@ -3,11 +3,15 @@
 //! key's spend limit. Paid tools (`infer`, `embed`) run through the same gateway code as the
 //! OpenAI endpoints: a ledger job paid from the key's wallet, with a receipt. No tool reads
 //! files or contacts addresses: they see only the node's state and what the call carries.
+//!
+//! Authorization follows the MCP spec for HTTP transports: every HTTP request to `/mcp`
+//! must carry a valid key; a missing, unknown or revoked key gets HTTP 401 with a
+//! `WWW-Authenticate: Bearer` challenge before the request reaches the MCP session.
 
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderValue};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rmcp::handler::server::common::{schema_for_empty_input, schema_for_input};
 use rmcp::model::{
@@ -53,6 +57,11 @@ struct VerifyArgs {
     /// The receipt object, as returned with an answer or by /v1/receipts/{id}.
     receipt: serde_json::Map<String, Value>,
 }
+
+/// Tools without arguments: any argument is refused, not ignored.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoArgs {}
 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -238,6 +247,7 @@ impl VouchMcp {
                 }
             }
             "list_providers" => {
+                let NoArgs {} = parse(req)?;
                 let st = s.chain.state();
                 let list: Vec<Value> = st
                     .providers
@@ -256,6 +266,7 @@ impl VouchMcp {
                 ok(json!({"providers": list}))
             }
             "wallet_balance" => {
+                let NoArgs {} = parse(req)?;
                 match crate::gateway::wallet(axum::extract::State(s), headers).await {
                     Ok(Json(v)) => ok(v),
                     Err(e) => tool_error(e.message),
@@ -308,21 +319,107 @@ impl ServerHandler for VouchMcp {
         }
         let name = request.name.to_string();
         let r = self.call(&name, &request, &key).await;
-        let metric = format!("tool=\"{name}\",ok=\"{}\"", r.is_ok());
-        self.state.metrics.inc("vouch_mcp_calls_total", &metric, 1);
+        self.state.metrics.mcp_call(tool_label(&name), r.is_ok());
         r
     }
 }
 
-/// The `/mcp` service for the node's router.
-pub fn service(state: AppState) -> StreamableHttpService<VouchMcp, LocalSessionManager> {
-    StreamableHttpService::new(
-        move || {
-            Ok(VouchMcp {
-                state: state.clone(),
-            })
+/// The server's tool names, as metric labels; anything else is `unknown` (a caller must
+/// not be able to create series).
+pub fn tool_label(name: &str) -> &'static str {
+    const NAMES: [&str; 6] = [
+        "infer",
+        "embed",
+        "verify_receipt",
+        "get_model",
+        "list_providers",
+        "wallet_balance",
+    ];
+    NAMES
+        .iter()
+        .find(|n| **n == name)
+        .copied()
+        .unwrap_or("unknown")
+}
+
+/// HTTP 401 with the bearer challenge (RFC 6750), as the MCP authorization spec asks.
+fn unauthorized(reason: &str) -> Response {
+    let body = json!({"jsonrpc": "2.0", "id": null,
+                      "error": {"code": UNAUTHORIZED.0, "message": format!("unauthorized: {reason}")}});
+    let mut r = (axum::http::StatusCode::UNAUTHORIZED, Json(body)).into_response();
+    let desc: String = reason
+        .chars()
+        .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\' || *c == ' ')
+        .collect();
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "Bearer realm=\"vouch\", error=\"invalid_token\", error_description=\"{desc}\""
+    )) {
+        r.headers_mut()
+            .insert(axum::http::header::WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+/// Middleware in front of the MCP transport: a valid, unrevoked key on every request.
+async fn require_key(
+    axum::extract::State(s): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match crate::gateway::load_key(&s, req.headers()) {
+        Ok(_) => next.run(req).await,
+        Err(e) if e.status == axum::http::StatusCode::UNAUTHORIZED => unauthorized(&e.message),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The `/mcp` service for the node's router: the key check, then the MCP transport.
+pub fn service(state: AppState) -> axum::Router {
+    let mcp = StreamableHttpService::new(
+        {
+            let state = state.clone();
+            move || {
+                Ok(VouchMcp {
+                    state: state.clone(),
+                })
+            }
         },
         Arc::new(LocalSessionManager::default()),
         StreamableHttpServerConfig::default(),
-    )
+    );
+    axum::Router::new()
+        .fallback_service(mcp)
+        .layer(axum::middleware::from_fn_with_state(state, require_key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 18 row 12: tools without arguments refuse them (they were ignored).
+    #[test]
+    fn no_argument_tools_refuse_arguments() {
+        assert!(serde_json::from_value::<NoArgs>(json!({})).is_ok());
+        assert!(serde_json::from_value::<NoArgs>(json!({"path": "/etc/passwd"})).is_err());
+    }
+
+    /// Issue 18 row 12: no or a bad key is HTTP 401 with a Bearer challenge.
+    #[test]
+    fn unauthorized_is_401_with_a_bearer_challenge() {
+        let r = unauthorized("invalid API key \"x\"\n");
+        assert_eq!(r.status(), axum::http::StatusCode::UNAUTHORIZED);
+        let h = r.headers()[axum::http::header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap();
+        assert!(h.starts_with("Bearer realm=\"vouch\""), "{h}");
+        assert!(h.contains("error_description=\"invalid API key x\""), "{h}");
+    }
+
+    /// Issue 18 row 9: tool names are metric labels only when they are the server's own.
+    #[test]
+    fn tool_labels_are_bounded() {
+        assert_eq!(tool_label("infer"), "infer");
+        assert_eq!(tool_label("wallet_balance"), "wallet_balance");
+        assert_eq!(tool_label("x\"}\nvouch_block_height 9"), "unknown");
+    }
 }

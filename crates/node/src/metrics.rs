@@ -1,12 +1,23 @@
-//! Prometheus metrics in the text exposition format, served at `/metrics`.
+//! Prometheus metrics, served at `/metrics` (OpenMetrics text) by `prometheus-client`.
+//!
+//! Every metric is a typed family with a fixed label set, and every label value comes
+//! from a bounded set: routes are the router's own patterns (or `unmatched`), statuses are
+//! HTTP status codes, kinds and audit modes are enums, and MCP tool names are the server's
+//! own tools (`unknown` for anything else). The library escapes label values, so nothing
+//! a caller sends can add lines or series to the exposition.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State as AxState};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use crate::api::AppState;
 
@@ -15,36 +26,244 @@ const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
-#[derive(Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteStatus {
+    route: String,
+    status: u16,
 }
 
-#[derive(Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Route {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Kind {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuditResult {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuditRunLabels {
+    mode: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ToolCall {
+    tool: &'static str,
+    ok: bool,
+}
+
+type Latency = Family<Route, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+/// The node's metrics registry.
 pub struct Metrics {
-    counters: Mutex<BTreeMap<(String, String), u64>>,
-    latency: Mutex<BTreeMap<String, Histogram>>,
+    registry: Registry,
+    http_requests: Family<RouteStatus, Counter>,
+    latency: Latency,
+    blocks: Counter,
+    transactions: Counter,
+    jobs_submitted: Counter,
+    jobs_committed: Counter,
+    jobs_settled: Counter,
+    jobs_expired: Counter,
+    audits: Family<AuditResult, Counter>,
+    audit_runs: Family<AuditRunLabels, Counter>,
+    slashes: Counter,
+    slashed_amount: Counter,
+    prompt_tokens: Family<Kind, Counter>,
+    generated_tokens: Family<Kind, Counter>,
+    mcp_calls: Family<ToolCall, Counter>,
+    http_connections: Gauge,
+    http_connections_evicted: Counter,
+    block_height: Gauge,
+    mempool: Gauge,
+    open_jobs: Gauge,
+    burned: Gauge<u64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut r = Registry::default();
+        let m = Metrics {
+            http_requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            blocks: Counter::default(),
+            transactions: Counter::default(),
+            jobs_submitted: Counter::default(),
+            jobs_committed: Counter::default(),
+            jobs_settled: Counter::default(),
+            jobs_expired: Counter::default(),
+            audits: Family::default(),
+            audit_runs: Family::default(),
+            slashes: Counter::default(),
+            slashed_amount: Counter::default(),
+            prompt_tokens: Family::default(),
+            generated_tokens: Family::default(),
+            mcp_calls: Family::default(),
+            http_connections: Gauge::default(),
+            http_connections_evicted: Counter::default(),
+            block_height: Gauge::default(),
+            mempool: Gauge::default(),
+            open_jobs: Gauge::default(),
+            burned: Gauge::default(),
+            registry: Registry::default(),
+        };
+        // Counter names are registered without `_total`: the encoder appends it.
+        r.register(
+            "vouch_http_requests",
+            "HTTP requests by route and status",
+            m.http_requests.clone(),
+        );
+        r.register(
+            "vouch_http_request_duration_seconds",
+            "HTTP request latency by route",
+            m.latency.clone(),
+        );
+        r.register("vouch_blocks", "blocks finalized", m.blocks.clone());
+        r.register(
+            "vouch_transactions",
+            "transactions in finalized blocks",
+            m.transactions.clone(),
+        );
+        r.register(
+            "vouch_jobs_submitted",
+            "jobs escrowed",
+            m.jobs_submitted.clone(),
+        );
+        r.register(
+            "vouch_jobs_committed",
+            "job results committed",
+            m.jobs_committed.clone(),
+        );
+        r.register("vouch_jobs_settled", "jobs settled", m.jobs_settled.clone());
+        r.register("vouch_jobs_expired", "jobs expired", m.jobs_expired.clone());
+        r.register(
+            "vouch_audits",
+            "audit verdicts on the ledger",
+            m.audits.clone(),
+        );
+        r.register(
+            "vouch_audit_runs",
+            "audits this node ran, by mode and outcome (cannot_audit: nothing posted)",
+            m.audit_runs.clone(),
+        );
+        r.register("vouch_slashes", "slashes", m.slashes.clone());
+        r.register(
+            "vouch_slashed_amount",
+            "base units slashed",
+            m.slashed_amount.clone(),
+        );
+        r.register(
+            "vouch_prompt_tokens",
+            "prompt tokens served by this node's provider",
+            m.prompt_tokens.clone(),
+        );
+        r.register(
+            "vouch_generated_tokens",
+            "tokens generated by this node's provider",
+            m.generated_tokens.clone(),
+        );
+        r.register(
+            "vouch_mcp_calls",
+            "MCP tool calls by tool (unknown: not one of the server's tools)",
+            m.mcp_calls.clone(),
+        );
+        r.register(
+            "vouch_http_connections",
+            "open HTTP connections",
+            m.http_connections.clone(),
+        );
+        r.register(
+            "vouch_http_connections_evicted",
+            "idle HTTP connections closed to make room at the connection limit",
+            m.http_connections_evicted.clone(),
+        );
+        r.register(
+            "vouch_block_height",
+            "height of the last finalized block",
+            m.block_height.clone(),
+        );
+        r.register(
+            "vouch_mempool_transactions",
+            "transactions waiting",
+            m.mempool.clone(),
+        );
+        r.register(
+            "vouch_open_jobs",
+            "jobs escrowed and not yet settled",
+            m.open_jobs.clone(),
+        );
+        r.register(
+            "vouch_supply_burned",
+            "base units burned by slashing",
+            m.burned.clone(),
+        );
+        Metrics { registry: r, ..m }
+    }
 }
 
 impl Metrics {
-    /// Adds `by` to counter `name` with the label set `labels` (already formatted).
-    pub fn inc(&self, name: &str, labels: &str, by: u64) {
-        let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        *c.entry((name.to_string(), labels.to_string())).or_insert(0) += by;
+    /// One HTTP request: `route` is the router's pattern (a bounded set).
+    pub fn http_request(&self, route: &str, status: u16, secs: f64) {
+        self.http_requests
+            .get_or_create(&RouteStatus {
+                route: route.to_string(),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&Route {
+                route: route.to_string(),
+            })
+            .observe(secs);
     }
 
-    fn observe(&self, route: &str, secs: f64) {
-        let mut h = self.latency.lock().unwrap_or_else(|p| p.into_inner());
-        let e = h.entry(route.to_string()).or_default();
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                e.counts[i] += 1;
-            }
-        }
-        e.count += 1;
-        e.sum += secs;
+    /// A finalized block with `txs` transactions.
+    pub fn block(&self, txs: u64) {
+        self.blocks.inc();
+        self.transactions.inc_by(txs);
+    }
+
+    /// Tokens a provider processed for one receipt of `kind`.
+    pub fn tokens(&self, kind: &'static str, prompt: u64, generated: u64) {
+        self.prompt_tokens
+            .get_or_create(&Kind { kind })
+            .inc_by(prompt);
+        self.generated_tokens
+            .get_or_create(&Kind { kind })
+            .inc_by(generated);
+    }
+
+    /// An audit this node ran: `mode` spot/reexec/fallback, `result` pass/fail/cannot_audit.
+    pub fn audit_run(&self, mode: &'static str, result: &'static str) {
+        self.audit_runs
+            .get_or_create(&AuditRunLabels { mode, result })
+            .inc();
+    }
+
+    /// An MCP tool call; `tool` must be one of the server's tool names or `unknown`.
+    pub fn mcp_call(&self, tool: &'static str, ok: bool) {
+        self.mcp_calls.get_or_create(&ToolCall { tool, ok }).inc();
+    }
+
+    /// The server's open-connection count changed by `delta`.
+    pub fn http_connections(&self, delta: i64) {
+        self.http_connections.inc_by(delta);
+    }
+
+    /// An idle connection was closed to make room for a new one.
+    pub fn http_connection_evicted(&self) {
+        self.http_connections_evicted.inc();
     }
 
     /// Counts what a finalized block did (audits, slashes, settlements).
@@ -52,71 +271,42 @@ impl Metrics {
         use vouch_state::Event;
         for e in events {
             match e {
-                Event::JobSubmitted { .. } => self.inc("vouch_jobs_submitted_total", "", 1),
-                Event::JobCommitted { .. } => self.inc("vouch_jobs_committed_total", "", 1),
-                Event::JobAudited { pass, .. } => {
-                    let l = if *pass {
-                        "result=\"pass\""
-                    } else {
-                        "result=\"fail\""
-                    };
-                    self.inc("vouch_audits_total", l, 1)
+                Event::JobSubmitted { .. } => {
+                    self.jobs_submitted.inc();
                 }
-                Event::JobSettled { .. } => self.inc("vouch_jobs_settled_total", "", 1),
-                Event::JobExpired { .. } => self.inc("vouch_jobs_expired_total", "", 1),
+                Event::JobCommitted { .. } => {
+                    self.jobs_committed.inc();
+                }
+                Event::JobAudited { pass, .. } => {
+                    let result = if *pass { "pass" } else { "fail" };
+                    self.audits.get_or_create(&AuditResult { result }).inc();
+                }
+                Event::JobSettled { .. } => {
+                    self.jobs_settled.inc();
+                }
+                Event::JobExpired { .. } => {
+                    self.jobs_expired.inc();
+                }
                 Event::Slashed { amount, .. } => {
-                    self.inc("vouch_slashes_total", "", 1);
-                    self.inc("vouch_slashed_amount_total", "", *amount);
+                    self.slashes.inc();
+                    self.slashed_amount.inc_by(*amount);
                 }
                 _ => {}
             }
         }
     }
 
-    pub fn render(&self, gauges: &[(&str, &str, f64)]) -> String {
+    /// The exposition, with the gauges read from the ledger now.
+    pub fn render(&self, height: u64, mempool: usize, open_jobs: usize, burned: u64) -> String {
+        self.block_height
+            .set(i64::try_from(height).unwrap_or(i64::MAX));
+        self.mempool.set(i64::try_from(mempool).unwrap_or(i64::MAX));
+        self.open_jobs
+            .set(i64::try_from(open_jobs).unwrap_or(i64::MAX));
+        self.burned.set(burned);
         let mut out = String::new();
-        for (name, help, v) in gauges {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
-            ));
-        }
-        let c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        let mut last = "";
-        for ((name, labels), v) in c.iter() {
-            if name != last {
-                out.push_str(&format!("# TYPE {name} counter\n"));
-                last = name;
-            }
-            if labels.is_empty() {
-                out.push_str(&format!("{name} {v}\n"));
-            } else {
-                out.push_str(&format!("{name}{{{labels}}} {v}\n"));
-            }
-        }
-        drop(c);
-        let h = self.latency.lock().unwrap_or_else(|p| p.into_inner());
-        out.push_str("# HELP vouch_http_request_duration_seconds HTTP request latency by route\n");
-        out.push_str("# TYPE vouch_http_request_duration_seconds histogram\n");
-        for (route, hist) in h.iter() {
-            for (i, b) in BUCKETS.iter().enumerate() {
-                out.push_str(&format!(
-                    "vouch_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{b}\"}} {}\n",
-                    hist.counts[i]
-                ));
-            }
-            out.push_str(&format!(
-                "vouch_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}\n",
-                hist.count
-            ));
-            out.push_str(&format!(
-                "vouch_http_request_duration_seconds_sum{{route=\"{route}\"}} {}\n",
-                hist.sum
-            ));
-            out.push_str(&format!(
-                "vouch_http_request_duration_seconds_count{{route=\"{route}\"}} {}\n",
-                hist.count
-            ));
-        }
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
 }
@@ -130,43 +320,74 @@ pub async fn track(AxState(s): AxState<AppState>, req: Request, next: Next) -> R
         .unwrap_or_else(|| "unmatched".into());
     let start = Instant::now();
     let resp = next.run(req).await;
-    let status = resp.status().as_u16();
-    s.metrics.inc(
-        "vouch_http_requests_total",
-        &format!("route=\"{route}\",status=\"{status}\""),
-        1,
+    s.metrics.http_request(
+        &route,
+        resp.status().as_u16(),
+        start.elapsed().as_secs_f64(),
     );
-    s.metrics.observe(&route, start.elapsed().as_secs_f64());
     resp
 }
 
 /// `GET /metrics`.
 pub async fn metrics(AxState(s): AxState<AppState>) -> impl IntoResponse {
     let st = s.chain.state();
-    let gauges = [
-        (
-            "vouch_block_height",
-            "height of the last finalized block",
-            st.height as f64,
-        ),
-        (
-            "vouch_mempool_transactions",
-            "transactions waiting",
-            s.chain.mempool_len() as f64,
-        ),
-        (
-            "vouch_open_jobs",
-            "jobs escrowed and not yet settled",
-            st.jobs.len() as f64,
-        ),
-        (
-            "vouch_supply_burned",
-            "base units burned by slashing",
-            st.supply.burned as f64,
-        ),
-    ];
+    let body = s.metrics.render(
+        st.height,
+        s.chain.mempool_len(),
+        st.jobs.len(),
+        st.supply.burned,
+    );
     (
-        [("content-type", "text/plain; version=0.0.4")],
-        s.metrics.render(&gauges),
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Row 9 (issue 18): label values are escaped, so a crafted name cannot forge a line
+    /// (the red team's `vouch_block_height 999999999`), and per-caller names stay bounded.
+    #[test]
+    fn labels_are_escaped_and_series_bounded() {
+        let m = Metrics::default();
+        let evil = "x\"}\nvouch_block_height 999999999\n#";
+        m.http_request(evil, 200, 0.01);
+        for i in 0..300 {
+            m.mcp_call(crate::mcp::tool_label(&format!("nope{i}")), false);
+        }
+        m.mcp_call(crate::mcp::tool_label(evil), false);
+        m.mcp_call(crate::mcp::tool_label("infer"), true);
+        let text = m.render(7, 0, 0, 0);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.iter().any(|l| *l == "vouch_block_height 7"), "{text}");
+        assert!(
+            !lines.iter().any(|l| l.starts_with("vouch_block_height 9")),
+            "a label forged a sample:\n{text}"
+        );
+        assert!(text.contains(r#"route="x\"}\nvouch_block_height 999999999\n#""#));
+        let mcp: Vec<&&str> = lines
+            .iter()
+            .filter(|l| l.starts_with("vouch_mcp_calls_total{"))
+            .collect();
+        assert_eq!(mcp.len(), 2, "{mcp:?}");
+        assert!(text.contains(r#"vouch_mcp_calls_total{tool="unknown",ok="false"} 301"#));
+        assert!(text.contains(r#"vouch_mcp_calls_total{tool="infer",ok="true"} 1"#));
+        // The names tests and dashboards use.
+        m.audit_run("spot", "pass");
+        m.tokens("chat", 3, 4);
+        let text = m.render(7, 0, 0, 0);
+        for needle in [
+            r#"vouch_audit_runs_total{mode="spot",result="pass"} 1"#,
+            r#"vouch_generated_tokens_total{kind="chat"} 4"#,
+            r#"vouch_http_requests_total{route="#,
+            r#"vouch_http_request_duration_seconds_bucket{le="+Inf",route="#,
+        ] {
+            assert!(text.contains(needle), "{needle} missing:\n{text}");
+        }
+    }
 }

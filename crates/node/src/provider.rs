@@ -344,15 +344,9 @@ impl ProviderRole {
         receipt: &Receipt,
     ) -> Result<Hash32, ApiError> {
         let rid = receipt.id();
-        let kind = format!("kind=\"{}\"", receipt.kind.as_str());
-        chain.metrics().inc(
-            "vouch_prompt_tokens_total",
-            &kind,
+        chain.metrics().tokens(
+            receipt.kind.as_str(),
             u64::from(receipt.prompt_tokens),
-        );
-        chain.metrics().inc(
-            "vouch_generated_tokens_total",
-            &kind,
             receipt.output_tokens.len() as u64,
         );
         // Keep the receipt before committing: an auditor may ask for it as soon as the

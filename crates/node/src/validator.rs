@@ -88,6 +88,124 @@ impl AuditRun {
     }
 }
 
+/// What an audit found. Only `Pass` and `Fail` are verdicts; an auditor that cannot check
+/// a job says so and posts nothing, so its own gap never reads as the provider's fault
+/// (and it is never slashed in a dispute for a model it does not hold).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    /// The provider's work is wrong; the reason is the evidence.
+    Fail(String),
+    /// This auditor cannot check the job (a model it does not hold, a receipt or block it
+    /// cannot get, the job already gone): no verdict; another validator audits it (they
+    /// step in when none came within half the challenge window).
+    CannotAudit(String),
+}
+
+impl Verdict {
+    /// The `result` label of `vouch_audit_runs_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail(_) => "fail",
+            Verdict::CannotAudit(_) => "cannot_audit",
+        }
+    }
+
+    /// The audit transaction this verdict posts: none for cannot-audit.
+    pub fn audit_action(&self, job: Hash32) -> Option<Action> {
+        match self {
+            Verdict::Pass => Some(Action::AuditVerdict { job, pass: true }),
+            Verdict::Fail(_) => Some(Action::AuditVerdict { job, pass: false }),
+            Verdict::CannotAudit(_) => None,
+        }
+    }
+
+    /// The dispute vote this verdict casts: none (abstain) for cannot-audit.
+    pub fn dispute_vote(&self, job: Hash32) -> Option<Action> {
+        match self {
+            Verdict::Pass => Some(Action::ResolveDispute { job, guilty: false }),
+            Verdict::Fail(_) => Some(Action::ResolveDispute { job, guilty: true }),
+            Verdict::CannotAudit(_) => None,
+        }
+    }
+
+    fn from_check<E: std::fmt::Display>(r: Result<(), E>) -> Verdict {
+        match r {
+            Ok(()) => Verdict::Pass,
+            Err(e) => Verdict::Fail(e.to_string()),
+        }
+    }
+}
+
+/// What a receipt claims, as far as the checks before any model runs need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    pub id: Hash32,
+    pub embedding: bool,
+    pub model: Hash32,
+    pub provider: Hash32,
+    pub input_hash: Hash32,
+}
+
+impl Claim {
+    pub fn of(r: &Receipt) -> Claim {
+        Claim {
+            id: r.id(),
+            embedding: r.kind == vouch_types::ReceiptKind::Embedding,
+            model: r.model,
+            provider: r.provider,
+            input_hash: r.input_hash,
+        }
+    }
+}
+
+/// The checks before any model runs: whether the receipt is the job's (else `Fail`), and
+/// whether this auditor can check it at all (else `CannotAudit`). `job` is the open job's
+/// (model, provider, input hash); `chat_model` the model this auditor holds.
+pub fn precheck(
+    committed: &Hash32,
+    claim: Option<&Claim>,
+    job: Option<(Hash32, Hash32, Hash32)>,
+    chat_model: Hash32,
+    has_embedder: bool,
+) -> Result<(), Verdict> {
+    let cannot = |m: &str| Err(Verdict::CannotAudit(m.to_string()));
+    // The auditor's own store or link missed it; the provider may still have it.
+    let Some(c) = claim else {
+        return cannot("the receipt could not be obtained");
+    };
+    if c.id != *committed {
+        return Err(Verdict::Fail(
+            "the receipt the provider produced is not the one it committed".into(),
+        ));
+    }
+    let Some((model, provider, input_hash)) = job else {
+        return cannot("job already settled");
+    };
+    if c.input_hash != input_hash {
+        return Err(Verdict::Fail(
+            "receipt answers another input than the job's".into(),
+        ));
+    }
+    if c.model != model || c.provider != provider {
+        return Err(Verdict::Fail(
+            "receipt names another model or provider than the job".into(),
+        ));
+    }
+    if c.embedding {
+        if !has_embedder {
+            return cannot("this validator has no embedding model");
+        }
+    } else if c.model != chat_model {
+        return Err(Verdict::CannotAudit(format!(
+            "this validator cannot re-execute model {}",
+            c.model
+        )));
+    }
+    Ok(())
+}
+
 /// The audit decision for one committed job, given the receipt the provider kept and, for
 /// a spot check, the provider's opening of its trace.
 ///
@@ -102,7 +220,7 @@ pub fn audit(
     opening: Option<OpeningResult>,
     model: &mut ChatModel,
     embedder: Option<&vouch_inference::Embedder>,
-) -> (AuditRun, Result<(), String>) {
+) -> (AuditRun, Verdict) {
     let mut run = AuditRun::Reexec;
     let verdict = audit_with(
         chain, job, receipt_id, receipt, opening, model, embedder, &mut run,
@@ -120,30 +238,30 @@ fn audit_with(
     model: &mut ChatModel,
     embedder: Option<&vouch_inference::Embedder>,
     run: &mut AuditRun,
-) -> Result<(), String> {
-    let r = receipt.ok_or("the provider did not produce the receipt")?;
-    if r.id() != *receipt_id {
-        return Err("the receipt the provider produced is not the one it committed".into());
+) -> Verdict {
+    let terms = chain
+        .state()
+        .jobs
+        .get(job)
+        .map(|j| (j.model, j.provider, j.input_hash));
+    let claim = receipt.as_ref().map(Claim::of);
+    if let Err(v) = precheck(
+        receipt_id,
+        claim.as_ref(),
+        terms,
+        model.id(),
+        embedder.is_some(),
+    ) {
+        return v;
     }
-    let state = chain.state();
-    let j = state.jobs.get(job).ok_or("job already settled")?;
-    if r.input_hash != j.input_hash {
-        return Err("receipt answers another input than the job's".into());
-    }
-    if r.model != j.model || r.provider != j.provider {
-        return Err("receipt names another model or provider than the job".into());
-    }
+    let Some(r) = receipt else {
+        return Verdict::CannotAudit("the receipt could not be obtained".into());
+    };
     if r.kind == vouch_types::ReceiptKind::Embedding {
-        let e = embedder.ok_or("this validator has no embedding model")?;
-        return vouch_verify::check_reexecute_embedding(&r, e)
-            .map(|_| ())
-            .map_err(|e| e.to_string());
-    }
-    if r.model != model.id() {
-        return Err(format!(
-            "this validator cannot re-execute model {}",
-            r.model
-        ));
+        let Some(e) = embedder else {
+            return Verdict::CannotAudit("this validator has no embedding model".into());
+        };
+        return Verdict::from_check(vouch_verify::check_reexecute_embedding(&r, e).map(|_| ()));
     }
     match opening {
         Some(Err(e)) => {
@@ -152,9 +270,13 @@ fn audit_with(
         }
         Some(Ok(opening)) => {
             *run = AuditRun::Spot;
-            let checks = spot_challenges(chain, &r)?;
-            return spot::check_spot(&r, model, &checks, &opening)
-                .map(|rep| {
+            let checks = match spot_challenges(chain, &r) {
+                Ok(c) => c,
+                // The block is unknown to this node: its gap, not the provider's.
+                Err(e) => return Verdict::CannotAudit(e),
+            };
+            return Verdict::from_check(spot::check_spot(&r, model, &checks, &opening).map(
+                |rep| {
                     tracing::info!(
                         job = %job.short(),
                         layer_checks = rep.layer_checks,
@@ -163,14 +285,12 @@ fn audit_with(
                         ms = rep.seconds * 1e3,
                         "spot check passed"
                     )
-                })
-                .map_err(|e| e.to_string());
+                },
+            ));
         }
         None => {}
     }
-    vouch_verify::check_reexecute(&r, model, &Tolerance::default())
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    Verdict::from_check(vouch_verify::check_reexecute(&r, model, &Tolerance::default()).map(|_| ()))
 }
 
 impl ValidatorRole {
@@ -278,13 +398,8 @@ impl ValidatorRole {
         }
     }
 
-    /// Audits `job` and returns the verdict (`Err` = the provider cheated).
-    async fn check(
-        self: &Arc<Self>,
-        chain: &Arc<Chain>,
-        job: Hash32,
-        rid: Hash32,
-    ) -> Result<(), String> {
+    /// Audits `job` and returns the verdict.
+    async fn check(self: &Arc<Self>, chain: &Arc<Chain>, job: Hash32, rid: Hash32) -> Verdict {
         let receipt = self.find_receipt(chain, &job, &rid).await;
         let spot = self.mode == AuditMode::Spot
             && receipt
@@ -328,13 +443,13 @@ impl ValidatorRole {
             )
         })
         .await
-        .unwrap_or_else(|e| (AuditRun::Reexec, Err(e.to_string())));
-        let result = if verdict.is_ok() { "pass" } else { "fail" };
-        chain.metrics().inc(
-            "vouch_audit_runs_total",
-            &format!("mode=\"{}\",result=\"{result}\"", run.label()),
-            1,
-        );
+        .unwrap_or_else(|e| {
+            (
+                AuditRun::Reexec,
+                Verdict::CannotAudit(format!("audit task failed: {e}")),
+            )
+        });
+        chain.metrics().audit_run(run.label(), verdict.label());
         verdict
     }
 
@@ -362,13 +477,17 @@ impl ValidatorRole {
             }
         }
         let verdict = self.check(&chain, job, rid).await;
-        let pass = verdict.is_ok();
         match &verdict {
-            Ok(()) => tracing::info!(job = %job.short(), "audit passed"),
-            Err(reason) => tracing::warn!(job = %job.short(), %reason, "audit FAILED"),
+            Verdict::Pass => tracing::info!(job = %job.short(), "audit passed"),
+            Verdict::Fail(reason) => tracing::warn!(job = %job.short(), %reason, "audit FAILED"),
+            Verdict::CannotAudit(reason) => {
+                tracing::warn!(job = %job.short(), %reason, "cannot audit this job: no verdict posted, left to other validators")
+            }
         }
-        if let Err(e) = chain.submit_signed(&self.key, Action::AuditVerdict { job, pass }) {
-            tracing::debug!(job = %job.short(), error = %e, "audit verdict not posted");
+        if let Some(action) = verdict.audit_action(job) {
+            if let Err(e) = chain.submit_signed(&self.key, action) {
+                tracing::debug!(job = %job.short(), error = %e, "audit verdict not posted");
+            }
         }
     }
 
@@ -386,14 +505,17 @@ impl ValidatorRole {
             return;
         };
         match self.check(&chain, job, rid).await {
-            Ok(()) => {
+            Verdict::Pass => {
                 tracing::warn!(job = %job.short(), "our job failed its audit but re-checks as honest: disputing");
                 if let Err(e) = chain.submit_signed(pk, Action::Dispute { job }) {
                     tracing::warn!(job = %job.short(), error = %e, "cannot post dispute");
                 }
             }
-            Err(reason) => {
+            Verdict::Fail(reason) => {
                 tracing::error!(job = %job.short(), %reason, "our job failed its audit and re-checks as wrong");
+            }
+            Verdict::CannotAudit(reason) => {
+                tracing::warn!(job = %job.short(), %reason, "our job failed its audit and cannot be re-checked here: no dispute");
             }
         }
     }
@@ -414,10 +536,105 @@ impl ValidatorRole {
         let Some(rid) = j.result.as_ref().map(|r| r.receipt) else {
             return;
         };
-        let guilty = self.check(&chain, job, rid).await.is_err();
-        tracing::info!(job = %job.short(), guilty, "dispute vote");
-        if let Err(e) = chain.submit_signed(&self.key, Action::ResolveDispute { job, guilty }) {
+        let verdict = self.check(&chain, job, rid).await;
+        let Some(vote) = verdict.dispute_vote(job) else {
+            tracing::info!(job = %job.short(), reason = ?verdict, "cannot check the disputed job: abstaining");
+            return;
+        };
+        tracing::info!(job = %job.short(), verdict = verdict.label(), "dispute vote");
+        if let Err(e) = chain.submit_signed(&self.key, vote) {
             tracing::debug!(job = %job.short(), error = %e, "dispute vote not posted");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(s: &str) -> Hash32 {
+        Hash32::digest("test", &[s.as_bytes()])
+    }
+
+    /// Row 10 (issue 18): the auditor's own gaps are not verdicts. Before, every one of
+    /// these cases was `Err(..)`, posted as `audit_verdict{pass:false}` (and the auditor
+    /// slashed when the provider disputed); now they post nothing.
+    #[test]
+    fn own_gaps_are_cannot_audit_and_post_nothing() {
+        let (model, other_model, provider) = (h("m"), h("m2"), h("p"));
+        let chat = Claim {
+            id: h("r"),
+            embedding: false,
+            model,
+            provider,
+            input_hash: h("in"),
+        };
+        let terms = Some((model, provider, h("in")));
+        let job = h("job");
+        let gap = |v: Result<(), Verdict>| match v {
+            Err(v @ Verdict::CannotAudit(_)) => {
+                assert_eq!(v.audit_action(job), None);
+                assert_eq!(v.dispute_vote(job), None);
+                assert_eq!(v.label(), "cannot_audit");
+            }
+            other => panic!("expected cannot-audit, got {other:?}"),
+        };
+        // Another model than the one this auditor holds.
+        gap(precheck(&chat.id, Some(&chat), terms, other_model, true));
+        // An embedding and no embedder.
+        let emb = Claim {
+            embedding: true,
+            ..chat
+        };
+        gap(precheck(&emb.id, Some(&emb), terms, model, false));
+        // The receipt could not be fetched (store miss, link down).
+        gap(precheck(&chat.id, None, terms, model, true));
+        // The job is gone from the state.
+        gap(precheck(&chat.id, Some(&chat), None, model, true));
+
+        // What the provider did wrong stays a failing verdict, with the reason.
+        let fail = |v: Result<(), Verdict>| match v {
+            Err(v @ Verdict::Fail(_)) => {
+                assert_eq!(
+                    v.audit_action(job),
+                    Some(Action::AuditVerdict { job, pass: false })
+                );
+                assert_eq!(
+                    v.dispute_vote(job),
+                    Some(Action::ResolveDispute { job, guilty: true })
+                );
+            }
+            other => panic!("expected fail, got {other:?}"),
+        };
+        fail(precheck(
+            &h("other receipt"),
+            Some(&chat),
+            terms,
+            model,
+            true,
+        ));
+        fail(precheck(
+            &chat.id,
+            Some(&chat),
+            Some((model, provider, h("another input"))),
+            model,
+            true,
+        ));
+        fail(precheck(
+            &chat.id,
+            Some(&chat),
+            Some((model, h("someone else"), h("in"))),
+            model,
+            true,
+        ));
+        assert_eq!(precheck(&chat.id, Some(&chat), terms, model, false), Ok(()));
+        assert_eq!(
+            precheck(&emb.id, Some(&emb), terms, other_model, true),
+            Ok(())
+        );
+        assert_eq!(
+            Verdict::Pass.audit_action(job),
+            Some(Action::AuditVerdict { job, pass: true })
+        );
     }
 }

@@ -10,7 +10,7 @@ use vouch_inference::chat::Message;
 use vouch_inference::models::{default_home, SMOLLM2_135M};
 use vouch_inference::ChatModel;
 use vouch_node::chain::Chain;
-use vouch_node::validator::{audit, spot_challenges, AuditRun};
+use vouch_node::validator::{audit, spot_challenges, AuditRun, Verdict};
 use vouch_node::{dev_genesis, DevKeys};
 use vouch_storage::Store;
 use vouch_types::tx::{Action, Certificate};
@@ -124,7 +124,7 @@ fn a_missing_opening_falls_back_to_re_execution_and_still_catches_a_forgery() {
     let checks = spot_challenges(&chain, &honest).unwrap();
     let opening = spot::open(&mut model, &honest, &checks).unwrap();
     let (how, verdict) = run(&honest_job, &honest, Some(Ok(opening)), &mut model);
-    assert_eq!((how, verdict), (AuditRun::Spot, Ok(())));
+    assert_eq!((how, verdict), (AuditRun::Spot, Verdict::Pass));
 
     // The opening never came: the auditor re-executes and the honest job passes.
     let down = || {
@@ -133,12 +133,14 @@ fn a_missing_opening_falls_back_to_re_execution_and_still_catches_a_forgery() {
         ))
     };
     let (how, verdict) = run(&honest_job, &honest, down(), &mut model);
-    assert_eq!((how, verdict), (AuditRun::Fallback, Ok(())));
+    assert_eq!((how, verdict), (AuditRun::Fallback, Verdict::Pass));
 
     // Refusing to open does not hide a forgery: re-execution catches it.
     let (how, verdict) = run(&forged_job, &forged, down(), &mut model);
     assert_eq!(how, AuditRun::Fallback);
-    let reason = verdict.expect_err("a forged receipt passed its audit");
+    let Verdict::Fail(reason) = verdict else {
+        panic!("a forged receipt did not fail its audit: {verdict:?}")
+    };
     assert!(!reason.is_empty());
     // (A spot check catches this forged token only if a sampling check lands on it, at
     // the rate docs/verification.md §7.3 gives: crates/verify/tests/spot.rs measures it.)
@@ -146,9 +148,21 @@ fn a_missing_opening_falls_back_to_re_execution_and_still_catches_a_forgery() {
     // Without an opening at all (re-execution mode), the same verdicts.
     assert_eq!(
         run(&honest_job, &honest, None, &mut model),
-        (AuditRun::Reexec, Ok(()))
+        (AuditRun::Reexec, Verdict::Pass)
     );
-    assert!(run(&forged_job, &forged, None, &mut model).1.is_err());
+    assert!(matches!(
+        run(&forged_job, &forged, None, &mut model).1,
+        Verdict::Fail(_)
+    ));
+    // An embedding receipt and no embedder here: this auditor's gap, not a verdict.
+    let mut emb = honest.clone();
+    emb.kind = vouch_types::ReceiptKind::Embedding;
+    vouch_crypto::sign_receipt(&keys.provider, &mut emb);
+    let emb_job = commit(&chain, &keys, &emb, 4_000);
+    assert!(matches!(
+        run(&emb_job, &emb, None, &mut model).1,
+        Verdict::CannotAudit(_)
+    ));
 }
 
 #[test]

@@ -31,8 +31,16 @@ const API_KEYS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("api_ke
 /// answer a client already holds.
 const OUTBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("outbox");
 
-/// How often (in blocks) a full state snapshot is written.
+/// How often (in blocks) a full state snapshot may be written.
 pub const SNAPSHOT_EVERY: u64 = 32;
+
+/// A snapshot is written only once the blocks committed since the last one add up to at
+/// least this fraction (in percent) of the last snapshot's size. One snapshot is kept (the
+/// key is overwritten), and this bounds the bytes snapshots write to a constant factor of
+/// the bytes the blocks themselves write: a state grown large (registration spam) is not
+/// rewritten in full every 32 blocks, so the file grows with the chain, not with
+/// state size times block count. Replay at start stays bounded by the same amount.
+pub const SNAPSHOT_MIN_BLOCK_BYTES_PCT: u64 = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -83,6 +91,12 @@ pub struct JobHistory {
 pub struct Store {
     db: Database,
     path: PathBuf,
+    /// Bytes of blocks and events committed since the last snapshot.
+    since_snapshot: std::sync::atomic::AtomicU64,
+    /// Size of the last snapshot written.
+    snapshot_len: std::sync::atomic::AtomicU64,
+    /// Snapshots written by this process.
+    snapshots: std::sync::atomic::AtomicU64,
     /// Next outbox key.
     outbox_seq: std::sync::atomic::AtomicU64,
 }
@@ -150,6 +164,9 @@ impl Store {
         let store = Store {
             db,
             path: path.to_path_buf(),
+            since_snapshot: Default::default(),
+            snapshot_len: Default::default(),
+            snapshots: Default::default(),
             outbox_seq: Default::default(),
         };
         // Create tables and record the chain id on first open.
@@ -193,6 +210,15 @@ impl Store {
             w.commit()?;
         }
         let state = store.rebuild(genesis_state)?;
+        let snap_len = {
+            let r = store.db.begin_read()?;
+            let meta = r.open_table(META)?;
+            let len = meta.get("snapshot")?.map_or(0, |v| v.value().len() as u64);
+            len
+        };
+        store
+            .snapshot_len
+            .store(snap_len, std::sync::atomic::Ordering::Relaxed);
         Ok((store, state))
     }
 
@@ -284,12 +310,17 @@ impl Store {
         applied: &Applied,
         state: &State,
     ) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
         let height = block.header.height;
         let chain = block.header.chain;
         let w = self.db.begin_write()?;
+        let mut written = 0u64;
+        let mut snap_len = None;
         {
+            let encoded = block.encode();
+            let block_len = encoded.len() as u64;
             let mut blocks = w.open_table(BLOCKS)?;
-            blocks.insert(height, block.encode().as_slice())?;
+            blocks.insert(height, encoded.as_slice())?;
             let mut txs = w.open_table(TXS)?;
             for (i, tx) in block.txs.iter().enumerate() {
                 txs.insert(tx.id(&chain).as_bytes(), (height, i as u32))?;
@@ -301,6 +332,7 @@ impl Store {
             let mut events = w.open_table(EVENTS)?;
             let ev = serde_json::to_vec(&applied.events).expect("events serialize");
             events.insert(height, ev.as_slice())?;
+            written += block_len + ev.len() as u64;
             let mut jobs = w.open_table(JOBS)?;
             for e in &applied.events {
                 let Some(job) = event_job(e) else { continue };
@@ -334,25 +366,50 @@ impl Store {
                 }
             }
             drop(outbox);
-            if height.is_multiple_of(SNAPSHOT_EVERY) {
+            let since = self.since_snapshot.load(Ordering::Relaxed) + written;
+            let due =
+                self.snapshot_len.load(Ordering::Relaxed) * SNAPSHOT_MIN_BLOCK_BYTES_PCT / 100;
+            if height.is_multiple_of(SNAPSHOT_EVERY) && since >= due {
                 let mut meta = w.open_table(META)?;
                 let snap = serde_json::to_vec(state).expect("state serializes");
                 meta.insert("snapshot", snap.as_slice())?;
+                snap_len = Some(snap.len() as u64);
             }
         }
         w.commit()?;
+        match snap_len {
+            Some(n) => self.snapshot_written(n),
+            None => {
+                self.since_snapshot.fetch_add(written, Ordering::Relaxed);
+            }
+        }
         Ok(())
+    }
+
+    fn snapshot_written(&self, len: u64) {
+        use std::sync::atomic::Ordering;
+        self.snapshot_len.store(len, Ordering::Relaxed);
+        self.since_snapshot.store(0, Ordering::Relaxed);
+        self.snapshots.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// State snapshots this process has written (at block commits and on shutdown).
+    pub fn snapshots_written(&self) -> u64 {
+        self.snapshots.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Writes a snapshot of `state` now (on clean shutdown, so the next start is fast).
     pub fn snapshot(&self, state: &State) -> Result<(), StoreError> {
         let w = self.db.begin_write()?;
+        let len;
         {
             let mut meta = w.open_table(META)?;
             let snap = serde_json::to_vec(state).expect("state serializes");
             meta.insert("snapshot", snap.as_slice())?;
+            len = snap.len() as u64;
         }
         w.commit()?;
+        self.snapshot_written(len);
         Ok(())
     }
 

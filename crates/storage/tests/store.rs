@@ -109,3 +109,48 @@ fn damaged_files_give_clear_errors() {
     }
     assert!(damaged > 0);
 }
+
+/// Row 12 (issue 18): under registration spam the state grows large; a full snapshot every
+/// 32 blocks rewrote all of it each time, and the database grew with state size times
+/// block count (~160 MiB in 50 s). Snapshots are now paced by the bytes the blocks write,
+/// so the file stays within a small multiple of the state's size.
+#[test]
+fn a_large_state_is_not_rewritten_every_32_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.redb");
+    let key = SigningKey::from_bytes(&[7; 32]).unwrap();
+    let mut g = genesis(&key, "big");
+    // A state of a few MiB, as many registrations leave it.
+    g.accounts.extend((0..20_000u32).map(|i| {
+        let mut b = [0u8; 32];
+        b[..4].copy_from_slice(&i.to_le_bytes());
+        b[31] = 1;
+        GenesisAccount {
+            address: vouch_types::Hash32(b),
+            balance: 1,
+            stake: 0,
+        }
+    }));
+    let (store, state) = Store::open(&path, &g).unwrap();
+    let state_len = serde_json::to_vec(&state).unwrap().len() as u64;
+    let blocks = 12 * SNAPSHOT_EVERY;
+    let state = run_blocks(&store, state, &key, blocks);
+    let size = std::fs::metadata(&path).unwrap().len();
+    eprintln!(
+        "state {state_len} B, {blocks} blocks, {} snapshots, file {size} B",
+        store.snapshots_written()
+    );
+    assert!(
+        store.snapshots_written() <= 2,
+        "{} snapshots of a {state_len}-byte state in {blocks} small blocks",
+        store.snapshots_written()
+    );
+    assert!(
+        size < 4 * state_len + (8 << 20),
+        "file is {size} bytes for a {state_len}-byte state"
+    );
+    // Still reopens to the same state (replay from the last snapshot).
+    drop(store);
+    let (_, again) = Store::open(&path, &g).unwrap();
+    assert_eq!(again, state);
+}
