@@ -146,12 +146,12 @@ fn four_nodes_survive_a_killed_validator_and_lose_no_receipt() {
             validators: g.validators.clone(),
             ..Default::default()
         };
-        let v = vouch_verify::assess(&receipt, &trust, None);
+        let verdict = vouch_verify::assess(&receipt, &trust, None);
         assert_eq!(
-            v.status,
+            verdict.status,
             vouch_verify::Status::Verified,
             "{id}: {}",
-            v.line()
+            verdict.line()
         );
         let h = rep.height;
         wait_until(

@@ -364,7 +364,7 @@ mod tests {
         m.mcp_call(crate::mcp::tool_label("infer"), true);
         let text = m.render(7, 0, 0, 0);
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines.iter().any(|l| *l == "vouch_block_height 7"), "{text}");
+        assert!(lines.contains(&"vouch_block_height 7"), "{text}");
         assert!(
             !lines.iter().any(|l| l.starts_with("vouch_block_height 9")),
             "a label forged a sample:\n{text}"

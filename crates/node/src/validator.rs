@@ -401,12 +401,25 @@ impl ValidatorRole {
     /// Audits `job` and returns the verdict.
     async fn check(self: &Arc<Self>, chain: &Arc<Chain>, job: Hash32, rid: Hash32) -> Verdict {
         let receipt = self.find_receipt(chain, &job, &rid).await;
+        let provider = chain.state().jobs.get(&job).map(|j| j.provider);
+        let local = provider.is_some() && self.provider.as_ref().map(|k| k.public()) == provider;
+        // Committing a receipt obliges its provider to hand it to auditors: one it was asked
+        // for over the p2p link and never produced is withheld, which is the provider's
+        // fault (a withholder would otherwise be paid for answers nobody can check). Only a
+        // receipt this node cannot look for at all is its own gap.
+        if receipt.is_none() && !local && self.dispatch.is_some() && provider.is_some() {
+            let v = Verdict::Fail(
+                "the provider did not produce the receipt it committed (withheld)".into(),
+            );
+            chain
+                .metrics()
+                .audit_run(AuditRun::Reexec.label(), v.label());
+            return v;
+        }
         let spot = self.mode == AuditMode::Spot
             && receipt
                 .as_ref()
                 .is_some_and(|r| r.trace.is_some() && r.id() == rid);
-        let provider = chain.state().jobs.get(&job).map(|j| j.provider);
-        let local = provider.is_some() && self.provider.as_ref().map(|k| k.public()) == provider;
         // A remote provider opens its trace over the p2p link; this node's own provider
         // opens it here, with the same code, before the audit runs.
         // The wait is bounded so that a re-execution still fits in the challenge window

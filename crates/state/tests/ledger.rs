@@ -1086,9 +1086,12 @@ proptest! {
             prop_assert_eq!(replay.root(), *root);
         }
         prop_assert_eq!(replay, n.state);
-        // Sequences of 40+ operations always include valid ones (the funded keys send
-        // transfers and jobs); shorter ones may be all invalid, which is still a case.
-        prop_assert!(ops.len() < 40 || included > 0, "no transaction was valid");
+        // A transfer is always valid as account 0's first transaction (it holds far more
+        // than any drawn amount), so such a sequence includes something; others may be
+        // all invalid (one invalid transaction leaves its sender's later nonces open),
+        // which is still a case.
+        let zero_starts_with_transfer = ops.iter().find(|o| o.0 == 0).is_some_and(|o| o.1 <= 1);
+        prop_assert!(!zero_starts_with_transfer || included > 0, "no transaction was valid");
     }
 
     /// Decoders fed arbitrary bytes return an error or a value, never panic, and a
