@@ -9,10 +9,23 @@
 //! transaction leaves the state exactly as it was. Amounts are `u64` base units; sums that
 //! could exceed that are computed in `u128` and rejected, and total supply fits in `u64`
 //! by a genesis check, so balances cannot overflow.
+//!
+//! This file holds the state, blocks and the dispatch; the actions live with their
+//! family: `accounts` (transfer, stake, unbond), `registry` (providers, models),
+//! `data` (datasets, synthetic data, items), `tasks` (annotation) and `jobs`
+//! (submit, commit, audit, dispute, and settlement). `State::validate` runs the checks
+//! every transaction shares, then one match over [`Action`] calls the action's check,
+//! which returns its family's plan (what it found and computed); `State::execute` takes
+//! the fee and carries out the plan, without looking at the action again.
 
+mod accounts;
+mod data;
 pub mod genesis;
+mod jobs;
 pub mod lineage;
+mod registry;
 mod root;
+mod tasks;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -637,81 +650,6 @@ impl State {
         a.balance = a.balance.saturating_add(amount);
     }
 
-    fn settle_honest(&mut self, id: Hash32, job: &Job, ctx: &Ctx, events: &mut Vec<Event>) {
-        self.jobs.remove(&id);
-        let charge = job.result.as_ref().map_or(0, |r| r.charge);
-        let refund = job.escrow - charge;
-        let validator = job.auditor.unwrap_or(ctx.proposer);
-        let validator_amount = bps_of(charge, self.params.validator_fee_bps);
-        let (author, royalty_bps) = self
-            .models
-            .get(&job.model)
-            .map_or((job.provider, 0), |m| (m.author, m.royalty_bps));
-        let royalty = bps_of(charge, royalty_bps);
-        let provider_amount = charge - validator_amount.min(charge) - royalty.min(charge);
-        let provider_amount = provider_amount.min(charge);
-        self.credit(&job.client, refund);
-        self.credit(&validator, validator_amount);
-        self.credit(&author, royalty);
-        self.credit(&job.provider, provider_amount);
-        if let Some(p) = self.providers.get_mut(&job.provider) {
-            p.jobs_settled += 1;
-        }
-        events.push(Event::JobSettled {
-            job: id,
-            client: job.client,
-            refund,
-            provider: job.provider,
-            provider_amount,
-            validator,
-            validator_amount,
-            author,
-            royalty,
-            model: Some(job.model),
-        });
-    }
-
-    fn settle_guilty(&mut self, id: Hash32, job: &Job, events: &mut Vec<Event>) {
-        self.jobs.remove(&id);
-        self.credit(&job.client, job.escrow);
-        if let Some(p) = self.providers.get_mut(&job.provider) {
-            p.jobs_failed += 1;
-        }
-        let reporter = job.auditor.unwrap_or(job.client);
-        self.slash(id, &job.provider, &reporter, events);
-    }
-
-    /// Takes `slash_bps` of the offender's bonded and unbonding stake; pays the reporter
-    /// its share and burns the rest.
-    fn slash(&mut self, job: Hash32, offender: &Address, reporter: &Address, ev: &mut Vec<Event>) {
-        let bps = self.params.slash_bps;
-        let reward_bps = self.params.reporter_reward_bps;
-        let Some(acct) = self.accounts.get_mut(offender) else {
-            return;
-        };
-        let mut amount = 0u64;
-        let from_stake = bps_of(acct.stake, bps);
-        acct.stake -= from_stake;
-        amount += from_stake;
-        for u in &mut acct.unbonding {
-            let cut = bps_of(u.amount, bps);
-            u.amount -= cut;
-            amount = amount.saturating_add(cut);
-        }
-        let reward = bps_of(amount, reward_bps);
-        let burned = amount - reward;
-        self.credit(reporter, reward);
-        self.supply.burned = self.supply.burned.saturating_add(burned);
-        ev.push(Event::Slashed {
-            job,
-            offender: *offender,
-            amount,
-            reporter: *reporter,
-            reward,
-            burned,
-        });
-    }
-
     /// Applies one transaction. On error the state is unchanged.
     pub fn apply_tx(&mut self, tx: &Tx, ctx: &Ctx) -> Result<Vec<Event>, TxError> {
         let mut scratch = Scratch::default();
@@ -729,7 +667,17 @@ impl State {
         Ok(self.execute(tx, ctx, plan))
     }
 
-    fn validate(&self, tx: &Tx, ctx: &Ctx, scratch: &mut Scratch) -> Result<Plan, TxError> {
+    /// Checks everything `tx` needs, without changing anything, and returns what it will
+    /// do. The checks common to every transaction come first (signature, nonce, fee);
+    /// then the one match over [`Action`]: each action's check lives with its family and
+    /// yields that family's plan, so an action cannot exist without both its check and
+    /// (through the plan, in [`State::execute`]) its effect.
+    fn validate<'t>(
+        &self,
+        tx: &'t Tx,
+        ctx: &Ctx,
+        scratch: &mut Scratch,
+    ) -> Result<Plan<'t>, TxError> {
         if !scratch.skip_signature {
             self.check_signature(tx)?;
         }
@@ -755,410 +703,145 @@ impl State {
                 min: self.params.min_tx_fee,
             });
         }
-        let spend = |amount: u64| -> Result<u64, TxError> {
-            let need = add(tx.fee, amount)?;
-            if need > acct.balance {
-                return Err(TxError::InsufficientFunds {
-                    need,
-                    balance: acct.balance,
-                });
-            }
-            Ok(need)
+        let s = &Sender {
+            from: tx.from,
+            tx,
+            acct,
         };
-        let p = &self.params;
         Ok(match &tx.action {
-            Action::Transfer { amount, .. } => {
-                if *amount == 0 {
-                    return Err(TxError::ZeroAmount);
-                }
-                spend(*amount)?;
-                Plan::Simple
+            // accounts.rs
+            Action::Transfer { to, amount } => {
+                Plan::Accounts(self.check_transfer(s, *to, *amount)?)
             }
-            Action::Stake { amount } => {
-                if *amount == 0 {
-                    return Err(TxError::ZeroAmount);
-                }
-                spend(*amount)?;
-                Plan::Simple
-            }
-            Action::Unbond { amount } => {
-                spend(0)?;
-                if *amount == 0 {
-                    return Err(TxError::ZeroAmount);
-                }
-                if *amount > acct.stake {
-                    return Err(TxError::InsufficientStake {
-                        need: *amount,
-                        stake: acct.stake,
-                    });
-                }
-                if acct.unbonding.len() >= p.max_unbonding_entries as usize {
-                    return Err(TxError::TooManyUnbonding(p.max_unbonding_entries));
-                }
-                add(ctx.time, p.unbonding_period_ms)?;
-                Plan::Simple
-            }
+            Action::Stake { amount } => Plan::Accounts(self.check_stake(s, *amount)?),
+            Action::Unbond { amount } => Plan::Accounts(self.check_unbond(s, ctx, *amount)?),
+            // registry.rs
             Action::RegisterProvider {
                 models,
+                price_per_token,
                 capacity,
                 endpoint,
-                ..
-            } => {
-                spend(0)?;
-                if acct.stake < p.min_provider_stake {
-                    return Err(TxError::InsufficientStake {
-                        need: p.min_provider_stake,
-                        stake: acct.stake,
-                    });
-                }
-                if models.is_empty() {
-                    return Err(TxError::InvalidField(
-                        "a provider must serve a model".into(),
-                    ));
-                }
-                let distinct: BTreeSet<_> = models.iter().collect();
-                if distinct.len() != models.len() {
-                    return Err(TxError::InvalidField("models listed twice".into()));
-                }
-                for m in models {
-                    if !self.models.contains_key(m) {
-                        return Err(TxError::UnknownModel(*m));
-                    }
-                }
-                if *capacity == 0 {
-                    return Err(TxError::InvalidField("capacity must be at least 1".into()));
-                }
-                if endpoint.chars().any(char::is_control) {
-                    return Err(TxError::InvalidField(
-                        "endpoint has control characters".into(),
-                    ));
-                }
-                Plan::Simple
-            }
+            } => Plan::Registry(self.check_register_provider(
+                s,
+                models,
+                *price_per_token,
+                *capacity,
+                endpoint,
+            )?),
             Action::RegisterModel {
                 id,
                 name,
+                version,
                 parent,
+                licence,
                 royalty_bps,
-                ..
-            } => {
-                spend(0)?;
-                if self.models.contains_key(id) {
-                    return Err(TxError::ModelExists(*id));
-                }
-                if let Some(parent) = parent {
-                    if !self.models.contains_key(parent) {
-                        return Err(TxError::UnknownParent(*parent));
-                    }
-                }
-                if name.trim().is_empty() {
-                    return Err(TxError::InvalidField("model name is empty".into()));
-                }
-                if *royalty_bps > p.max_royalty_bps {
-                    return Err(TxError::RoyaltyTooHigh {
-                        got: *royalty_bps,
-                        limit: p.max_royalty_bps,
-                    });
-                }
-                Plan::Simple
-            }
+            } => Plan::Registry(self.check_register_model(
+                s,
+                registry::NewModel {
+                    id: *id,
+                    name,
+                    version,
+                    licence,
+                    royalty_bps: *royalty_bps,
+                    parents: parent.as_slice(),
+                    datasets: &[],
+                },
+            )?),
             Action::PublishModel {
                 id,
                 name,
+                version,
                 parents,
                 datasets,
+                licence,
                 royalty_bps,
-                ..
-            } => {
-                spend(0)?;
-                if self.models.contains_key(id) {
-                    return Err(TxError::ModelExists(*id));
-                }
-                if name.trim().is_empty() {
-                    return Err(TxError::InvalidField("model name is empty".into()));
-                }
-                let distinct: BTreeSet<&Hash32> = parents.iter().collect();
-                if distinct.len() != parents.len() || parents.contains(id) {
-                    return Err(TxError::InvalidField(
-                        "a parent is listed twice or is the model itself".into(),
-                    ));
-                }
-                for p in parents {
-                    if !self.models.contains_key(p) {
-                        return Err(TxError::UnknownParent(*p));
-                    }
-                }
-                let distinct: BTreeSet<&Hash32> = datasets.iter().collect();
-                if distinct.len() != datasets.len() {
-                    return Err(TxError::InvalidField("a dataset is listed twice".into()));
-                }
-                for d in datasets {
-                    if !self.data.contains_key(d) {
-                        return Err(TxError::UnknownDataset(*d));
-                    }
-                }
-                if *royalty_bps > p.max_royalty_bps {
-                    return Err(TxError::RoyaltyTooHigh {
-                        got: *royalty_bps,
-                        limit: p.max_royalty_bps,
-                    });
-                }
-                Plan::Simple
+            } => Plan::Registry(self.check_publish_model(
+                s,
+                registry::NewModel {
+                    id: *id,
+                    name,
+                    version,
+                    licence,
+                    royalty_bps: *royalty_bps,
+                    parents,
+                    datasets,
+                },
+            )?),
+            // data.rs
+            Action::RegisterData {
+                id,
+                source,
+                licence,
+            } => Plan::Data(self.check_register_data(s, *id, source, licence, None)?),
+            Action::RegisterSynthetic {
+                id,
+                model,
+                source,
+                licence,
+            } => Plan::Data(self.check_register_data(s, *id, source, licence, Some(*model))?),
+            Action::AddDataItems { dataset, items } => {
+                Plan::Data(self.check_add_data_items(s, *dataset, items)?)
             }
+            // tasks.rs
             Action::CreateTask {
                 items,
                 labels,
                 annotators,
                 reward,
-            } => {
-                spend(*reward)?;
-                if items.is_empty() {
-                    return Err(TxError::InvalidField("no items".into()));
-                }
-                let distinct: BTreeSet<&Hash32> = items.iter().collect();
-                if distinct.len() != items.len() {
-                    return Err(TxError::InvalidField("an item is listed twice".into()));
-                }
-                if let Some(i) = items.iter().find(|i| !self.items.contains_key(i)) {
-                    return Err(TxError::InvalidField(format!(
-                        "item {i} is not on the ledger (add_data_items)"
-                    )));
-                }
-                let distinct: BTreeSet<&String> = labels.iter().collect();
-                if labels.len() < 2
-                    || distinct.len() != labels.len()
-                    || labels.iter().any(|l| l.trim().is_empty())
-                {
-                    return Err(TxError::InvalidField(
-                        "a task needs 2 to 16 distinct, non-empty labels".into(),
-                    ));
-                }
-                if *annotators == 0 || *annotators > vouch_types::tx::MAX_ANNOTATORS {
-                    return Err(TxError::InvalidField(format!(
-                        "annotators must be 1 to {}",
-                        vouch_types::tx::MAX_ANNOTATORS
-                    )));
-                }
-                Plan::Simple
-            }
+            } => Plan::Tasks(self.check_create_task(s, items, labels, *annotators, *reward)?),
             Action::SubmitLabels { task, labels } => {
-                spend(0)?;
-                let t = self.tasks.get(task).ok_or(TxError::UnknownTask(*task))?;
-                if t.decided.is_some() {
-                    return Err(TxError::InvalidField(format!(
-                        "task {task} is already decided"
-                    )));
-                }
-                if tx.from == t.creator {
-                    return Err(TxError::NotAllowed {
-                        expected: "an annotator other than the task's creator".into(),
-                        got: tx.from,
-                    });
-                }
-                if acct.stake == 0 {
-                    return Err(TxError::InsufficientStake { need: 1, stake: 0 });
-                }
-                if t.votes.iter().any(|(a, _, _)| *a == tx.from) {
-                    return Err(TxError::InvalidField(
-                        "this annotator already labelled the task".into(),
-                    ));
-                }
-                if labels.len() != t.items.len() {
-                    return Err(TxError::InvalidField(format!(
-                        "{} labels for {} items",
-                        labels.len(),
-                        t.items.len()
-                    )));
-                }
-                if labels.iter().any(|l| *l as usize >= t.labels.len()) {
-                    return Err(TxError::InvalidField(format!(
-                        "a label index is not below {}",
-                        t.labels.len()
-                    )));
-                }
-                Plan::Simple
+                Plan::Tasks(self.check_submit_labels(s, *task, labels)?)
             }
-            Action::AddDataItems { dataset, items } => {
-                spend(0)?;
-                let d = self
-                    .data
-                    .get(dataset)
-                    .ok_or(TxError::UnknownDataset(*dataset))?;
-                if d.contributor != tx.from {
-                    return Err(TxError::NotAllowed {
-                        expected: format!("the dataset's contributor {}", d.contributor),
-                        got: tx.from,
-                    });
-                }
-                if items.is_empty() {
-                    return Err(TxError::InvalidField("no items".into()));
-                }
-                let distinct: BTreeSet<&Hash32> = items.iter().collect();
-                if distinct.len() != items.len() {
-                    return Err(TxError::InvalidField("an item is listed twice".into()));
-                }
-                Plan::Simple
-            }
-            Action::RegisterData { id, .. } | Action::RegisterSynthetic { id, .. } => {
-                spend(0)?;
-                if let Action::RegisterSynthetic { model, .. } = &tx.action {
-                    if !self.models.contains_key(model) {
-                        return Err(TxError::UnknownModel(*model));
-                    }
-                }
-                if let Some(existing) = self.data.get(id) {
-                    return Err(TxError::DuplicateData {
-                        id: *id,
-                        contributor: existing.contributor,
-                    });
-                }
-                Plan::Simple
-            }
+            // jobs.rs
             Action::SubmitJob {
                 model,
                 provider,
+                input_hash,
                 max_tokens,
                 max_fee,
-                ..
-            } => {
-                spend(*max_fee)?;
-                if !self.models.contains_key(model) {
-                    return Err(TxError::UnknownModel(*model));
-                }
-                let prov = self
-                    .providers
-                    .get(provider)
-                    .ok_or(TxError::UnknownProvider(*provider))?;
-                if !prov.models.contains(model) {
-                    return Err(TxError::ModelNotServed {
-                        provider: *provider,
-                        model: *model,
-                    });
-                }
-                if !p.paid_admission && prov.in_flight >= prov.capacity {
-                    return Err(TxError::ProviderBusy(*provider));
-                }
-                if *max_tokens == 0 {
-                    return Err(TxError::InvalidField(
-                        "max_tokens must be at least 1".into(),
-                    ));
-                }
-                if p.paid_admission {
-                    let least = u128::from(prov.price_per_token) * u128::from(*max_tokens);
-                    if u128::from(*max_fee) < least {
-                        return Err(TxError::InvalidField(format!(
-                            "max_fee {max_fee} is below the price of the requested tokens \
-                             ({} per token × max_tokens {max_tokens} = {least})",
-                            prov.price_per_token
-                        )));
-                    }
-                }
-                let id = tx.id(&self.chain);
-                if self.jobs.contains_key(&id) {
-                    return Err(TxError::JobExists(id));
-                }
-                add(ctx.time, p.job_timeout_ms)?;
-                Plan::Job {
-                    id,
-                    price: prov.price_per_token,
-                }
-            }
+            } => Plan::Jobs(self.check_submit_job(
+                s,
+                ctx,
+                jobs::NewJob {
+                    model: *model,
+                    provider: *provider,
+                    input_hash: *input_hash,
+                    max_tokens: *max_tokens,
+                    max_fee: *max_fee,
+                },
+            )?),
             Action::CommitResult {
                 job,
+                receipt,
+                output_hash,
+                fingerprint,
                 prompt_tokens,
                 output_tokens,
-                ..
-            } => {
-                spend(0)?;
-                let j = self.jobs.get(job).ok_or(TxError::UnknownJob(*job))?;
-                if tx.from != j.provider {
-                    return Err(TxError::NotAllowed {
-                        expected: format!("the job's provider {}", j.provider),
-                        got: tx.from,
-                    });
-                }
-                if j.status != JobStatus::Submitted {
-                    return Err(wrong_status(job, j, "submitted"));
-                }
-                if *output_tokens > j.max_tokens {
-                    return Err(TxError::TooManyTokens {
-                        got: *output_tokens,
-                        max: j.max_tokens,
-                    });
-                }
-                let tokens = u128::from(*prompt_tokens) + u128::from(*output_tokens);
-                let cost = tokens * u128::from(j.price_per_token);
-                let charge = cost.min(u128::from(j.escrow)) as u64;
-                add(ctx.time, p.challenge_window_ms)?;
-                Plan::Charge(charge)
+            } => Plan::Jobs(self.check_commit_result(
+                s,
+                ctx,
+                jobs::Commit {
+                    job: *job,
+                    receipt: *receipt,
+                    output_hash: *output_hash,
+                    fingerprint: *fingerprint,
+                    prompt_tokens: *prompt_tokens,
+                    output_tokens: *output_tokens,
+                },
+            )?),
+            Action::AuditVerdict { job, pass } => {
+                Plan::Jobs(self.check_audit_verdict(s, *job, *pass)?)
             }
-            Action::AuditVerdict { job, .. } => {
-                spend(0)?;
-                self.require_validator(tx)?;
-                let j = self.jobs.get(job).ok_or(TxError::UnknownJob(*job))?;
-                if tx.from == j.provider {
-                    return Err(TxError::NotAllowed {
-                        expected: "a validator other than the provider".into(),
-                        got: tx.from,
-                    });
-                }
-                if j.status != JobStatus::Committed {
-                    return Err(wrong_status(job, j, "committed and not yet audited"));
-                }
-                Plan::Simple
-            }
-            Action::Dispute { job } => {
-                spend(0)?;
-                let j = self.jobs.get(job).ok_or(TxError::UnknownJob(*job))?;
-                if tx.from != j.provider {
-                    return Err(TxError::NotAllowed {
-                        expected: format!("the job's provider {}", j.provider),
-                        got: tx.from,
-                    });
-                }
-                if j.status != JobStatus::Failed {
-                    return Err(wrong_status(job, j, "failed"));
-                }
-                add(ctx.time, p.dispute_period_ms)?;
-                Plan::Simple
-            }
-            Action::ResolveDispute { job, .. } => {
-                spend(0)?;
-                self.require_validator(tx)?;
-                let j = self.jobs.get(job).ok_or(TxError::UnknownJob(*job))?;
-                if j.status != JobStatus::Disputed {
-                    return Err(wrong_status(job, j, "disputed"));
-                }
-                if Some(tx.from) == j.auditor || tx.from == j.provider {
-                    return Err(TxError::NotAllowed {
-                        expected: "a validator other than the auditor and the provider".into(),
-                        got: tx.from,
-                    });
-                }
-                if j.votes.iter().any(|(v, _)| *v == tx.from) {
-                    return Err(TxError::AlreadyVoted(tx.from));
-                }
-                Plan::Simple
+            Action::Dispute { job } => Plan::Jobs(self.check_dispute(s, ctx, *job)?),
+            Action::ResolveDispute { job, guilty } => {
+                Plan::Jobs(self.check_resolve_dispute(s, *job, *guilty)?)
             }
         })
     }
 
-    fn require_validator(&self, tx: &Tx) -> Result<(), TxError> {
-        if self.validators.contains(&tx.from) {
-            Ok(())
-        } else {
-            Err(TxError::NotAllowed {
-                expected: "a validator".into(),
-                got: tx.from,
-            })
-        }
-    }
-
-    /// Dispute voting weight: bonded stake, or 1 for a validator with none.
-    fn weight(&self, v: &Address) -> u128 {
-        u128::from(self.accounts.get(v).map_or(0, |a| a.stake).max(1))
-    }
-
+    /// Carries out a plan [`State::validate`] made from this state: takes the fee (paid
+    /// to the proposer), advances the nonce, then the action's effect. Reads nothing of
+    /// the transaction but its sender and fee.
     fn execute(&mut self, tx: &Tx, ctx: &Ctx, plan: Plan) -> Vec<Event> {
         let mut events = Vec::new();
         let height = self.height + 1;
@@ -1168,349 +851,13 @@ impl State {
             acct.balance -= tx.fee;
         }
         self.credit(&ctx.proposer, tx.fee);
-        match (&tx.action, plan) {
-            (Action::Transfer { to, amount }, _) => {
-                self.accounts.entry(tx.from).or_default().balance -= amount;
-                self.credit(to, *amount);
-            }
-            (Action::Stake { amount }, _) => {
-                let a = self.accounts.entry(tx.from).or_default();
-                a.balance -= amount;
-                a.stake += amount;
-            }
-            (Action::Unbond { amount }, _) => {
-                let release_at = ctx.time + self.params.unbonding_period_ms;
-                let a = self.accounts.entry(tx.from).or_default();
-                a.stake -= amount;
-                a.unbonding.push(Unbonding {
-                    amount: *amount,
-                    release_at,
-                });
-                self.unbond_timers.insert((release_at, tx.from));
-            }
-            (
-                Action::RegisterProvider {
-                    models,
-                    price_per_token,
-                    capacity,
-                    endpoint,
-                },
-                _,
-            ) => {
-                let prev = self.providers.get(&tx.from);
-                let p = Provider {
-                    models: models.clone(),
-                    price_per_token: *price_per_token,
-                    capacity: *capacity,
-                    endpoint: endpoint.clone(),
-                    in_flight: prev.map_or(0, |p| p.in_flight),
-                    jobs_settled: prev.map_or(0, |p| p.jobs_settled),
-                    jobs_failed: prev.map_or(0, |p| p.jobs_failed),
-                    jobs_expired: prev.map_or(0, |p| p.jobs_expired),
-                };
-                self.providers.insert(tx.from, p);
-            }
-            (
-                Action::RegisterModel {
-                    id,
-                    name,
-                    version,
-                    parent,
-                    licence,
-                    royalty_bps,
-                },
-                _,
-            ) => {
-                self.models.insert(
-                    *id,
-                    Model {
-                        name: name.clone(),
-                        version: version.clone(),
-                        parent: *parent,
-                        licence: licence.clone(),
-                        author: tx.from,
-                        royalty_bps: *royalty_bps,
-                        registered_height: height,
-                        extra_parents: Vec::new(),
-                        datasets: Vec::new(),
-                    },
-                );
-            }
-            (
-                Action::RegisterData {
-                    id,
-                    source,
-                    licence,
-                }
-                | Action::RegisterSynthetic {
-                    id,
-                    source,
-                    licence,
-                    ..
-                },
-                _,
-            ) => {
-                let generated_by = match &tx.action {
-                    Action::RegisterSynthetic { model, .. } => Some(*model),
-                    _ => None,
-                };
-                self.data.insert(
-                    *id,
-                    DataItem {
-                        source: source.clone(),
-                        licence: licence.clone(),
-                        contributor: tx.from,
-                        registered_height: height,
-                        credited: 0,
-                        duplicates: 0,
-                        generated_by,
-                    },
-                );
-            }
-            (
-                Action::PublishModel {
-                    id,
-                    name,
-                    version,
-                    parents,
-                    datasets,
-                    licence,
-                    royalty_bps,
-                },
-                _,
-            ) => {
-                self.models.insert(
-                    *id,
-                    Model {
-                        name: name.clone(),
-                        version: version.clone(),
-                        parent: parents.first().copied(),
-                        licence: licence.clone(),
-                        author: tx.from,
-                        royalty_bps: *royalty_bps,
-                        registered_height: height,
-                        extra_parents: parents.iter().skip(1).copied().collect(),
-                        datasets: datasets.clone(),
-                    },
-                );
-            }
-            (
-                Action::CreateTask {
-                    items,
-                    labels,
-                    annotators,
-                    reward,
-                },
-                _,
-            ) => {
-                self.accounts.entry(tx.from).or_default().balance -= reward;
-                self.tasks.insert(
-                    tx.id(&self.chain),
-                    Task {
-                        creator: tx.from,
-                        items: items.clone(),
-                        labels: labels.clone(),
-                        annotators: *annotators,
-                        escrow: *reward,
-                        created_height: height,
-                        votes: Vec::new(),
-                        decided: None,
-                    },
-                );
-            }
-            (Action::SubmitLabels { task, labels }, _) => {
-                let stake = self.accounts.get(&tx.from).map_or(0, |a| a.stake);
-                let t = self.tasks.get_mut(task).expect("validated");
-                t.votes.push((tx.from, stake, labels.clone()));
-                if t.votes.len() as u32 >= t.annotators {
-                    let (decided, agree) = consensus(t);
-                    let units: u64 = agree.iter().map(|a| u64::from(*a)).sum();
-                    let per = t.escrow.checked_div(units).unwrap_or(0);
-                    let rewards: Vec<(Address, u64)> = t
-                        .votes
-                        .iter()
-                        .zip(&agree)
-                        .filter(|(_, a)| **a > 0)
-                        .map(|((v, _, _), a)| (*v, per * u64::from(*a)))
-                        .collect();
-                    let paid: u64 = rewards.iter().map(|r| r.1).sum();
-                    let refund = t.escrow - paid;
-                    let creator = t.creator;
-                    t.escrow = 0;
-                    t.decided = Some(decided.clone());
-                    for (v, amount) in &rewards {
-                        self.credit(v, *amount);
-                    }
-                    self.credit(&creator, refund);
-                    events.push(Event::TaskDecided {
-                        task: *task,
-                        labels: decided,
-                        rewards,
-                        refund,
-                    });
-                }
-            }
-            (Action::AddDataItems { dataset, items }, _) => {
-                let mut credited = 0u32;
-                for item in items {
-                    if let std::collections::btree_map::Entry::Vacant(v) = self.items.entry(*item) {
-                        v.insert(ItemCredit {
-                            dataset: *dataset,
-                            contributor: tx.from,
-                            height,
-                        });
-                        credited += 1;
-                    }
-                }
-                let duplicates = items.len() as u32 - credited;
-                let d = self.data.get_mut(dataset).expect("validated");
-                d.credited += u64::from(credited);
-                d.duplicates += u64::from(duplicates);
-                events.push(Event::DataItemsAdded {
-                    dataset: *dataset,
-                    contributor: tx.from,
-                    credited,
-                    duplicates,
-                });
-            }
-            (
-                Action::SubmitJob {
-                    model,
-                    provider,
-                    input_hash,
-                    max_tokens,
-                    max_fee,
-                },
-                Plan::Job { id, price },
-            ) => {
-                self.accounts.entry(tx.from).or_default().balance -= max_fee;
-                if let Some(p) = self.providers.get_mut(provider) {
-                    p.in_flight += 1;
-                }
-                let due = ctx.time + self.params.job_timeout_ms;
-                self.jobs.insert(
-                    id,
-                    Job {
-                        client: tx.from,
-                        provider: *provider,
-                        model: *model,
-                        input_hash: *input_hash,
-                        max_tokens: *max_tokens,
-                        escrow: *max_fee,
-                        price_per_token: price,
-                        submitted_at: ctx.time,
-                        status: JobStatus::Submitted,
-                        result: None,
-                        audit_selected: false,
-                        auditor: None,
-                        votes: Vec::new(),
-                        due,
-                    },
-                );
-                self.job_timers.insert((due, id));
-                events.push(Event::JobSubmitted {
-                    job: id,
-                    client: tx.from,
-                    provider: *provider,
-                    escrow: *max_fee,
-                });
-            }
-            (
-                Action::CommitResult {
-                    job,
-                    receipt,
-                    output_hash,
-                    fingerprint,
-                    prompt_tokens,
-                    output_tokens,
-                },
-                Plan::Charge(charge),
-            ) => {
-                let due = ctx.time + self.params.challenge_window_ms;
-                let selected = audit_selected(&ctx.seed, job, self.params.audit_rate_ppm);
-                let j = self.jobs.get_mut(job).expect("validated");
-                self.job_timers.remove(&(j.due, *job));
-                j.status = JobStatus::Committed;
-                j.due = due;
-                j.audit_selected = selected;
-                j.result = Some(JobResult {
-                    receipt: *receipt,
-                    output_hash: *output_hash,
-                    fingerprint: *fingerprint,
-                    prompt_tokens: *prompt_tokens,
-                    output_tokens: *output_tokens,
-                    charge,
-                    committed_at: ctx.time,
-                });
-                let provider = j.provider;
-                self.job_timers.insert((due, *job));
-                if let Some(p) = self.providers.get_mut(&provider) {
-                    p.in_flight = p.in_flight.saturating_sub(1);
-                }
-                events.push(Event::JobCommitted {
-                    job: *job,
-                    receipt: *receipt,
-                    charge,
-                    audit_selected: selected,
-                });
-            }
-            (Action::AuditVerdict { job, pass }, _) => {
-                let j = self.jobs.get_mut(job).expect("validated");
-                j.status = if *pass {
-                    JobStatus::Passed
-                } else {
-                    JobStatus::Failed
-                };
-                j.auditor = Some(tx.from);
-                events.push(Event::JobAudited {
-                    job: *job,
-                    auditor: tx.from,
-                    pass: *pass,
-                });
-            }
-            (Action::Dispute { job }, _) => {
-                let due = ctx.time + self.params.dispute_period_ms;
-                let j = self.jobs.get_mut(job).expect("validated");
-                self.job_timers.remove(&(j.due, *job));
-                j.status = JobStatus::Disputed;
-                j.due = due;
-                self.job_timers.insert((due, *job));
-                events.push(Event::JobDisputed { job: *job });
-            }
-            (Action::ResolveDispute { job, guilty }, _) => {
-                let j = self.jobs.get_mut(job).expect("validated");
-                j.votes.push((tx.from, *guilty));
-                let j = j.clone();
-                let eligible: Vec<Address> = self
-                    .validators
-                    .iter()
-                    .filter(|v| Some(**v) != j.auditor && **v != j.provider)
-                    .copied()
-                    .collect();
-                let total: u128 = eligible.iter().map(|v| self.weight(v)).sum();
-                let side = |g: bool| -> u128 {
-                    j.votes
-                        .iter()
-                        .filter(|(_, vote)| *vote == g)
-                        .map(|(v, _)| self.weight(v))
-                        .sum()
-                };
-                let (guilty_w, innocent_w) = (side(true), side(false));
-                if guilty_w * 3 > total * 2 {
-                    self.job_timers.remove(&(j.due, *job));
-                    self.settle_guilty(*job, &j, &mut events);
-                } else if innocent_w * 3 > total * 2 {
-                    self.job_timers.remove(&(j.due, *job));
-                    // The accusation was false: the auditor is slashed, the provider paid.
-                    if let Some(auditor) = j.auditor {
-                        self.slash(*job, &auditor, &j.provider, &mut events);
-                    }
-                    let mut honest = j.clone();
-                    honest.auditor = None;
-                    self.settle_honest(*job, &honest, ctx, &mut events);
-                }
-            }
-            _ => unreachable!("plan matches the action"),
+        let from = tx.from;
+        match plan {
+            Plan::Accounts(p) => self.execute_accounts(from, p),
+            Plan::Registry(p) => self.execute_registry(from, height, p),
+            Plan::Data(p) => self.execute_data(from, height, p, &mut events),
+            Plan::Tasks(p) => self.execute_tasks(from, height, p, &mut events),
+            Plan::Jobs(p) => self.execute_jobs(from, ctx, p, &mut events),
         }
         events
     }
@@ -1718,23 +1065,43 @@ impl Applied {
     }
 }
 
-fn wrong_status(id: &Hash32, j: &Job, needed: &str) -> TxError {
-    TxError::WrongJobStatus {
-        job: *id,
-        status: j.status,
-        needed: needed.to_string(),
-    }
-}
-
 #[derive(Default)]
 struct Scratch {
     skip_signature: bool,
 }
 
-enum Plan {
-    Simple,
-    Job { id: Hash32, price: u64 },
-    Charge(u64),
+/// The sender of a transaction under validation, its account, and the check that it can
+/// pay the fee plus an amount.
+struct Sender<'s> {
+    from: Address,
+    tx: &'s Tx,
+    acct: &'s Account,
+}
+
+impl Sender<'_> {
+    /// Refuses unless the balance covers the fee plus `amount`.
+    fn spend(&self, amount: u64) -> Result<(), TxError> {
+        let need = add(self.tx.fee, amount)?;
+        if need > self.acct.balance {
+            return Err(TxError::InsufficientFunds {
+                need,
+                balance: self.acct.balance,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What a valid transaction will do, as [`State::validate`] found it: one variant per
+/// family of actions, each carrying that family's plan (the amounts, ids, prices, charges
+/// and due times validation looked up or computed, and the parts of the transaction the
+/// effect stores). [`State::execute`] consumes it.
+enum Plan<'t> {
+    Accounts(accounts::Plan),
+    Registry(registry::Plan<'t>),
+    Data(data::Plan<'t>),
+    Tasks(tasks::Plan<'t>),
+    Jobs(jobs::Plan),
 }
 
 /// Builds and signs a transaction for `chain`.

@@ -1204,3 +1204,36 @@ fn chains_from_before_paid_admission_keep_their_rules_and_roots() {
         TxError::ProviderBusy(_)
     ));
 }
+
+/// A provider's price per token is an amount clients escrow, so on chains with paid
+/// admission it must stay exact in JSON numbers (at most 2^53 − 1, like the supply);
+/// chains from before the rule accept any price, as their stored blocks did.
+#[test]
+fn price_per_token_is_bounded_on_paid_admission_chains() {
+    use vouch_state::genesis::MAX_SUPPLY;
+    let register = |price_per_token| Action::RegisterProvider {
+        models: vec![MODEL],
+        price_per_token,
+        capacity: 2,
+        endpoint: "local".into(),
+    };
+    let mut n = net();
+    assert!(n.state.params.paid_admission);
+    match n.reject(1, register(MAX_SUPPLY + 1)) {
+        TxError::InvalidField(m) => assert!(m.contains("price_per_token"), "{m}"),
+        e => panic!("unexpected {e:?}"),
+    }
+    let provider = n.addr(1);
+    let tx = n.tx(1, register(MAX_SUPPLY));
+    n.block(10, vec![tx]);
+    assert_eq!(n.state.providers[&provider].price_per_token, MAX_SUPPLY);
+
+    let mut legacy = net();
+    legacy.state.params.paid_admission = false;
+    let txs = vec![
+        legacy.tx(1, register(MAX_SUPPLY + 1)),
+        legacy.tx(1, register(u64::MAX)),
+    ];
+    legacy.block(10, txs);
+    assert_eq!(legacy.state.providers[&provider].price_per_token, u64::MAX);
+}
