@@ -362,7 +362,7 @@ fn run_model(home: &std::path::Path, a: &NetworkBenchArgs) -> Result<()> {
     let keys: Vec<vouch_node::DevKeys> = (0..n)
         .map(|i| vouch_node::DevKeys::load_or_create(&dir.path().join(format!("n{i}"))))
         .collect::<Result<_>>()?;
-    let mut genesis = crate::ledger::network_genesis(&keys, &keys, "bench-net-model");
+    let mut genesis = crate::cmd::genesis::network_genesis(&keys, &keys, "bench-net-model");
     genesis.params.audit_rate_ppm = 0;
     let p2p: Vec<u16> = (0..n).map(|_| port()).collect::<Result<_>>()?;
     let admin = "bench-admin-token";

@@ -12,9 +12,11 @@ use vouch_inference::models;
 use vouch_types::tx::{Action, MAX_ITEMS_PER_TX};
 use vouch_types::Hash32;
 
+use super::common::submit_all;
+use super::data::{dataset_id, LocalData};
+use super::infer::{infer_via_node, NodeInfer};
+use super::wallet::load_wallet;
 use crate::client::Client;
-use crate::ledger::{infer_via_node, load_wallet, NodeInfer};
-use crate::provenance::{dataset_id, submit_all, LocalData};
 
 #[derive(Args, Debug)]
 pub struct SynthArgs {
@@ -151,8 +153,10 @@ pub fn run(home: &Path, node: &str, a: SynthArgs, json_out: bool) -> Result<()> 
         tokens += r.output_tokens.len();
         items.push(item);
         texts.push(r.output.clone());
-        let line = json!({"text": r.output, "prompt": prompt, "seed": seed, "item": item,
-                          "receipt": r});
+        // The seed as a decimal string, like the receipt's (`vouch_types::json_u64`): a
+        // JSON number above 2^53 does not survive a JavaScript reader.
+        let line = json!({"text": r.output, "prompt": prompt, "seed": seed.to_string(),
+                          "item": item, "receipt": r});
         writeln!(file, "{line}")?;
         file.flush()?;
         if !json_out {

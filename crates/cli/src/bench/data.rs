@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Instant;
 use vouch_data::{corpus, DedupParams};
 
-use crate::provenance::{self, AddArgs};
+use crate::cmd::data::{add, AddArgs, CONFIRM_BELOW_JACCARD};
 
 #[derive(Args, Debug)]
 pub struct DataBenchArgs {
@@ -111,7 +111,7 @@ pub fn run(home: &Path, a: DataBenchArgs) -> Result<()> {
     std::fs::write(&file, body)?;
     let mb = std::fs::metadata(&file)?.len() as f64 / 1e6;
     let t = Instant::now();
-    let out = provenance::add(
+    let out = add(
         &dir.path().join("home"),
         "http://unused",
         &AddArgs {
@@ -129,7 +129,7 @@ pub fn run(home: &Path, a: DataBenchArgs) -> Result<()> {
             .filter(|x| {
                 x["jaccard"]
                     .as_f64()
-                    .is_some_and(|j| j < provenance::CONFIRM_BELOW_JACCARD)
+                    .is_some_and(|j| j < CONFIRM_BELOW_JACCARD)
             })
             .count()
     });
@@ -163,7 +163,7 @@ pub fn run(home: &Path, a: DataBenchArgs) -> Result<()> {
     println!(
         "MiniLM confirmation: {:.1} ms per document embedded; only near pairs with Jaccard below {} are embedded (two documents each, cached): {borderline} of the {} near duplicates above, about {:.0} s more for `data add` with confirmation",
         per * 1e3,
-        provenance::CONFIRM_BELOW_JACCARD,
+        CONFIRM_BELOW_JACCARD,
         out.report["near_duplicates"],
         borderline as f64 * 2.0 * per
     );
