@@ -379,7 +379,7 @@ fn synthetic_data_carries_receipts_and_annotators_reach_stake_weighted_consensus
     for (i, l) in lines.iter().enumerate() {
         assert_eq!(l["receipt"]["output"], l["text"], "sample {i}");
         assert_eq!(l["receipt"]["model"], smol.as_str());
-        assert_eq!(l["seed"], 1 + i as u64);
+        assert_eq!(l["seed"], (1 + i as u64).to_string());
         assert_eq!(
             l["item"].as_str().unwrap(),
             vouch_data::item_id(l["text"].as_str().unwrap()).to_string()

@@ -123,8 +123,6 @@ impl Chain {
         };
         // What this node answered for before a crash goes back into the mempool first.
         chain.replay_outbox();
-        // Then the spend of the requests the crash interrupted is reconciled with it.
-        crate::gateway::reconcile(&chain);
         chain
     }
 

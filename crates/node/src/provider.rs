@@ -12,7 +12,7 @@ use vouch_types::{Hash32, Receipt, ReceiptKind, Sampling};
 use vouch_verify::attest::{self, Input};
 
 use crate::chain::{Chain, SubmitError, TxStatus};
-use crate::error::ApiError;
+use crate::error::ServeError;
 
 /// How long a caller waits for its transaction to reach a block.
 pub const COMMIT_WAIT: Duration = Duration::from_secs(30);
@@ -95,31 +95,31 @@ pub fn render(
     }
 }
 
-pub fn submit_error(e: SubmitError) -> ApiError {
+pub fn submit_error(e: SubmitError) -> ServeError {
     match e {
         SubmitError::Invalid(vouch_state::TxError::InsufficientFunds { need, balance }) => {
-            ApiError::payment(format!(
+            ServeError::payment(format!(
                 "insufficient funds: need {need}, balance is {balance}"
             ))
         }
         SubmitError::Invalid(t @ vouch_state::TxError::ProviderBusy(_)) => {
-            ApiError::overloaded(t.to_string())
+            ServeError::overloaded(t.to_string())
         }
-        SubmitError::Invalid(t) => ApiError::bad_request(t.to_string()),
-        SubmitError::Full(_) => ApiError::overloaded(e.to_string()),
-        SubmitError::AlreadyCommitted(_) => ApiError::bad_request(format!("replay: {e}")),
-        SubmitError::Store(s) => ApiError::internal(s),
-        SubmitError::Follower(_) => ApiError::unavailable(e.to_string()),
+        SubmitError::Invalid(t) => ServeError::invalid(t.to_string()),
+        SubmitError::Full(_) => ServeError::overloaded(e.to_string()),
+        SubmitError::AlreadyCommitted(_) => ServeError::invalid(format!("replay: {e}")),
+        SubmitError::Store(s) => ServeError::internal(s),
+        SubmitError::Follower(_) => ServeError::unavailable(e.to_string()),
     }
 }
 
-async fn wait_committed(chain: &Chain, id: &Hash32, what: &str) -> Result<(u64, u32), ApiError> {
+async fn wait_committed(chain: &Chain, id: &Hash32, what: &str) -> Result<(u64, u32), ServeError> {
     match chain.wait_tx(id, COMMIT_WAIT).await {
         TxStatus::Committed { height, index } => Ok((height, index)),
         TxStatus::Rejected { reason } => {
-            Err(ApiError::bad_request(format!("{what} rejected: {reason}")))
+            Err(ServeError::invalid(format!("{what} rejected: {reason}")))
         }
-        other => Err(ApiError::unavailable(format!(
+        other => Err(ServeError::unavailable(format!(
             "{what} not committed in time ({other:?})"
         ))),
     }
@@ -131,7 +131,7 @@ impl ProviderRole {
         self: &Arc<Self>,
         chain: &Arc<Chain>,
         req: JobRequest,
-    ) -> Result<Receipt, ApiError> {
+    ) -> Result<Receipt, ServeError> {
         let (tx, work, permit) = self.prepare(req).await?;
         let done = self
             .run_escrowed(chain, Escrow::Signed(tx), work, None)
@@ -147,11 +147,10 @@ impl ProviderRole {
     pub async fn prepare(
         &self,
         req: JobRequest,
-    ) -> Result<(Tx, Work, tokio::sync::OwnedSemaphorePermit), ApiError> {
-        let bytes =
-            hex::decode(req.tx.trim()).map_err(|_| ApiError::bad_request("tx is not hex"))?;
+    ) -> Result<(Tx, Work, tokio::sync::OwnedSemaphorePermit), ServeError> {
+        let bytes = hex::decode(req.tx.trim()).map_err(|_| ServeError::invalid("tx is not hex"))?;
         let tx = Tx::decode(&bytes)
-            .map_err(|e| ApiError::bad_request(format!("malformed transaction: {e}")))?;
+            .map_err(|e| ServeError::invalid(format!("malformed transaction: {e}")))?;
         let Action::SubmitJob {
             model,
             provider,
@@ -160,16 +159,16 @@ impl ProviderRole {
             ..
         } = tx.action.clone()
         else {
-            return Err(ApiError::bad_request("tx must be a submit_job transaction"));
+            return Err(ServeError::invalid("tx must be a submit_job transaction"));
         };
         if provider != self.key.public() {
-            return Err(ApiError::bad_request(format!(
+            return Err(ServeError::invalid(format!(
                 "job names provider {provider}, this node is {}",
                 self.key.public()
             )));
         }
         if model != self.model_id {
-            return Err(ApiError::not_found(format!(
+            return Err(ServeError::not_found(format!(
                 "this provider serves {} ({}), not {model}",
                 self.model_name, self.model_id
             )));
@@ -179,14 +178,14 @@ impl ProviderRole {
             req.prompt.as_deref(),
             self.system_default.as_deref(),
         )
-        .map_err(ApiError::bad_request)?;
+        .map_err(ServeError::invalid)?;
         if Receipt::hash_input(kind, &prompt) != input_hash {
-            return Err(ApiError::bad_request(
+            return Err(ServeError::invalid(
                 "the job's input_hash does not match the request's input",
             ));
         }
         if req.max_tokens == 0 || req.max_tokens > max_tokens {
-            return Err(ApiError::bad_request(format!(
+            return Err(ServeError::invalid(format!(
                 "max_tokens must be between 1 and the job's {max_tokens}"
             )));
         }
@@ -199,7 +198,7 @@ impl ProviderRole {
         let temperature_ok = (0.0..=2.0).contains(&sampling.temperature);
         let top_p_ok = sampling.top_p > 0.0 && sampling.top_p <= 1.0;
         if !temperature_ok || !top_p_ok {
-            return Err(ApiError::bad_request(
+            return Err(ServeError::invalid(
                 "temperature must be in [0, 2] and top_p in (0, 1]",
             ));
         }
@@ -208,7 +207,7 @@ impl ProviderRole {
         {
             let n = self.count_tokens(&prompt).await?;
             if n + req.max_tokens as usize > self.context {
-                return Err(ApiError::bad_request(format!(
+                return Err(ServeError::invalid(format!(
                     "prompt of {n} tokens plus max_tokens {} exceeds the context of {}",
                     req.max_tokens, self.context
                 )));
@@ -228,22 +227,22 @@ impl ProviderRole {
 
     /// Tokens in `text` under the chat model's tokenizer, counted off the async threads
     /// and without the model (which may be busy generating).
-    pub async fn count_tokens(&self, text: &str) -> Result<usize, ApiError> {
+    pub async fn count_tokens(&self, text: &str) -> Result<usize, ServeError> {
         let tokenizer = self.tokenizer.clone();
         let text = text.to_string();
         tokio::task::spawn_blocking(move || tokenizer.encode(&text).map(|t| t.len()))
             .await
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .map_err(|e| ApiError::bad_request(e.to_string()))
+            .map_err(|e| ServeError::internal(e.to_string()))?
+            .map_err(|e| ServeError::invalid(e.to_string()))
     }
 
     /// Takes a place in this provider's job queue, or answers 429 when it is full: the
     /// queue bounds the memory and the wait of everything admitted.
-    pub fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    pub fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ServeError> {
         self.queue.clone().try_acquire_owned().map_err(|_| {
             self.queue_full
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            ApiError::overloaded(format!(
+            ServeError::overloaded(format!(
                 "provider queue is full ({} jobs running or waiting); retry shortly",
                 self.queue_depth
             ))
@@ -265,7 +264,7 @@ impl ProviderRole {
         escrow: Escrow,
         work: Work,
         sink: Option<tokio::sync::mpsc::UnboundedSender<String>>,
-    ) -> Result<Done, ApiError> {
+    ) -> Result<Done, ServeError> {
         let job = match escrow {
             Escrow::Signed(tx) => chain.submit_kept(tx).map_err(submit_error)?,
             Escrow::Custodial(key, action) => {
@@ -273,20 +272,20 @@ impl ProviderRole {
             }
             Escrow::Admitted(job) => job,
         };
-        let created_at = crate::consensus::now_ms() / 1000;
+        let created_at = crate::clock::now_ms() / 1000;
         let me = self.clone();
         let started = std::time::Instant::now();
         let receipt = match work {
             Work::Embed(text) => {
                 let embedder = self.embedder.clone().ok_or_else(|| {
-                    ApiError::not_found("this provider serves no embedding model")
+                    ServeError::not_found("this provider serves no embedding model")
                 })?;
                 tokio::task::spawn_blocking(move || {
                     vouch_verify::attest::embed(&embedder, &me.key, &text, created_at)
                 })
                 .await
-                .map_err(|e| ApiError::internal(e.to_string()))?
-                .map_err(|e| ApiError::internal(format!("embedding failed: {e}")))?
+                .map_err(|e| ServeError::internal(e.to_string()))?
+                .map_err(|e| ServeError::internal(format!("embedding failed: {e}")))?
             }
             Work::Generate(input, sampling) => tokio::task::spawn_blocking(move || {
                 let mut model = me.model.lock().unwrap_or_else(|p| p.into_inner());
@@ -314,8 +313,8 @@ impl ProviderRole {
                 )
             })
             .await
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .map_err(|e| ApiError::internal(format!("inference failed: {e}")))?,
+            .map_err(|e| ServeError::internal(e.to_string()))?
+            .map_err(|e| ServeError::internal(format!("inference failed: {e}")))?,
         };
         let engine = started.elapsed();
         let commit = self.commit(chain, job, &receipt)?;
@@ -342,7 +341,7 @@ impl ProviderRole {
         chain: &Arc<Chain>,
         job: Hash32,
         receipt: &Receipt,
-    ) -> Result<Hash32, ApiError> {
+    ) -> Result<Hash32, ServeError> {
         let rid = receipt.id();
         chain.metrics().tokens(
             receipt.kind.as_str(),
@@ -351,11 +350,11 @@ impl ProviderRole {
         );
         // Keep the receipt before committing: an auditor may ask for it as soon as the
         // commit is in a block.
-        let json = serde_json::to_vec(receipt).map_err(|e| ApiError::internal(e.to_string()))?;
+        let json = serde_json::to_vec(receipt).map_err(|e| ServeError::internal(e.to_string()))?;
         chain
             .store()
             .put_receipt(&rid, &json)
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+            .map_err(|e| ServeError::internal(e.to_string()))?;
         let commit = Action::CommitResult {
             job,
             receipt: rid,
@@ -370,14 +369,14 @@ impl ProviderRole {
             Ok(id) => chain
                 .sync()
                 .map(|()| id)
-                .map_err(|e| ApiError::internal(format!("cannot make the answer durable: {e}"))),
+                .map_err(|e| ServeError::internal(format!("cannot make the answer durable: {e}"))),
             // The escrow did not make it into a block while the model ran.
             Err(SubmitError::Invalid(vouch_state::TxError::UnknownJob(_))) => {
                 Err(match chain.tx_status(&job) {
                     TxStatus::Rejected { reason } => {
-                        ApiError::payment(format!("job escrow rejected: {reason}"))
+                        ServeError::payment(format!("job escrow rejected: {reason}"))
                     }
-                    other => ApiError::internal(format!("job escrow is not open ({other:?})")),
+                    other => ServeError::internal(format!("job escrow is not open ({other:?})")),
                 })
             }
             Err(e) => Err(submit_error(e)),
@@ -400,12 +399,12 @@ pub struct Done {
 
 impl Done {
     /// Waits for the result commit and attaches the inclusion proof.
-    pub async fn finalize(mut self, chain: &Chain) -> Result<Receipt, ApiError> {
+    pub async fn finalize(mut self, chain: &Chain) -> Result<Receipt, ServeError> {
         wait_committed(chain, &self.job, "job").await?;
         wait_committed(chain, &self.commit, "result").await?;
         self.receipt.inclusion = chain
             .inclusion(&self.receipt.id())
-            .map_err(ApiError::internal)?;
+            .map_err(ServeError::internal)?;
         Ok(self.receipt)
     }
 }

@@ -57,12 +57,38 @@ pub fn spot_challenges(chain: &Chain, r: &Receipt) -> Result<Vec<spot::Check>, S
 /// What the auditor holds for a spot check: the provider's opening, or why there is none.
 pub type OpeningResult = Result<spot::Opening, String>;
 
+/// The longest an auditor waits for a remote provider's trace opening.
+pub const OPENING_WAIT: Duration = Duration::from_secs(60);
+
+/// A boxed future, for the object-safe [`Peers`].
+pub type PeerFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// What an auditor asks of the other nodes: implemented by the p2p job dispatch of
+/// `vouch-net`, so this role knows nothing of the transport.
+pub trait Peers: Send + Sync {
+    /// The node (validator key) hosting `provider`, if known.
+    fn host_of(&self, provider: &Hash32) -> Option<Hash32>;
+    /// The receipt `id` from the node of `provider`.
+    fn fetch_receipt<'a>(
+        &'a self,
+        provider: &'a Hash32,
+        id: &'a Hash32,
+    ) -> PeerFuture<'a, Option<Receipt>>;
+    /// The trace opening of `job` from the node of `provider`, waiting at most `wait`.
+    fn fetch_opening<'a>(
+        &'a self,
+        provider: &'a Hash32,
+        job: &'a Hash32,
+        wait: Duration,
+    ) -> PeerFuture<'a, Result<Vec<u8>, String>>;
+}
+
 pub struct ValidatorRole {
     pub key: SigningKey,
     pub model: Arc<Mutex<ChatModel>>,
     pub embedder: Option<Arc<vouch_inference::Embedder>>,
     /// Reaches other nodes for receipts to audit (multi-node networks).
-    pub dispatch: Option<Arc<crate::dispatch::Dispatch>>,
+    pub dispatch: Option<Arc<dyn Peers>>,
     /// This node's provider key: it disputes a failed audit that it re-checks as honest.
     pub provider: Option<SigningKey>,
     pub mode: AuditMode,
@@ -424,8 +450,8 @@ impl ValidatorRole {
         // opens it here, with the same code, before the audit runs.
         // The wait is bounded so that a re-execution still fits in the challenge window
         // when the opening never comes.
-        let wait = Duration::from_millis(chain.state().params.challenge_window_ms / 4)
-            .min(crate::dispatch::OPENING_WAIT);
+        let wait =
+            Duration::from_millis(chain.state().params.challenge_window_ms / 4).min(OPENING_WAIT);
         let remote_opening = match (spot, local, &self.dispatch, provider) {
             (true, false, Some(d), Some(p)) => Some(
                 d.fetch_opening(&p, &job, wait)

@@ -22,8 +22,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vouch_crypto::SigningKey;
+use vouch_http::NodeConfig;
 use vouch_inference::{models, ChatModel};
-use vouch_node::{DevKeys, NodeConfig, SoloEngine};
+use vouch_node::{DevKeys, SoloEngine};
 use vouch_types::Sampling;
 use vouch_verify::attest::{self, Input};
 
@@ -42,7 +43,7 @@ pub struct GatewayBenchArgs {
     #[arg(long, default_value_t = 30)]
     duration_secs: u64,
     /// The provider's queue depth (requests running or waiting).
-    #[arg(long, default_value_t = vouch_node::DEFAULT_QUEUE_DEPTH)]
+    #[arg(long, default_value_t = vouch_http::DEFAULT_QUEUE_DEPTH)]
     queue_depth: usize,
     /// Block interval of the node, ms.
     #[arg(long, default_value_t = 200)]
@@ -132,7 +133,7 @@ pub fn run(home: &Path, a: GatewayBenchArgs) -> Result<()> {
     let genesis = vouch_node::dev_genesis(
         &keys,
         &[(spec.id(), spec.name, spec.licence)],
-        vouch_node::consensus::now_ms(),
+        vouch_node::clock::now_ms(),
     );
 
     // The bare engine: the same request, in this process, no node.
@@ -182,7 +183,7 @@ pub fn run(home: &Path, a: GatewayBenchArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let running = rt.block_on(vouch_node::start(
+    let running = rt.block_on(vouch_http::start(
         cfg,
         Box::new(SoloEngine {
             interval: Duration::from_millis(a.block_interval_ms),
@@ -199,7 +200,7 @@ pub fn run(home: &Path, a: GatewayBenchArgs) -> Result<()> {
     for _ in 0..4 {
         admin_client.post(
             "/v1/faucet",
-            &json!({"address": wallet, "amount": vouch_node::api::FAUCET_MAX}),
+            &json!({"address": wallet, "amount": vouch_http::api::FAUCET_MAX}),
         )?;
     }
 

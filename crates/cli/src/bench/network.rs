@@ -79,7 +79,7 @@ pub fn run(home: &std::path::Path, a: NetworkBenchArgs) -> Result<()> {
     let model = Hash32::digest("vouch bench model", &[b"mock"]);
     let genesis = Genesis {
         chain_name: "bench-net".into(),
-        time: vouch_node::consensus::now_ms(),
+        time: vouch_node::clock::now_ms(),
         params: Params::default(),
         accounts: accounts
             .iter()
@@ -133,7 +133,7 @@ pub fn run(home: &std::path::Path, a: NetworkBenchArgs) -> Result<()> {
                 .filter(|j| *j != i)
                 .map(|j| (validators[j].public(), ([127, 0, 0, 1], p2p[j]).into()))
                 .collect();
-            let cfg = vouch_node::NodeConfig {
+            let cfg = vouch_http::NodeConfig {
                 home: dir.path().join(format!("n{i}")),
                 genesis: genesis.clone(),
                 listen: ([127, 0, 0, 1], 0).into(),
@@ -153,7 +153,7 @@ pub fn run(home: &std::path::Path, a: NetworkBenchArgs) -> Result<()> {
                 follow_models: false,
                 http: Default::default(),
             };
-            let engine = vouch_node::SimplexEngine {
+            let engine = vouch_net::SimplexEngine {
                 listen: ([127, 0, 0, 1], p2p[i]).into(),
                 peers,
                 secret: v.to_bytes(),
@@ -162,7 +162,7 @@ pub fn run(home: &std::path::Path, a: NetworkBenchArgs) -> Result<()> {
                 timing: Default::default(),
                 jobs: None,
             };
-            nodes.push(vouch_node::start(cfg, Box::new(engine)).await?);
+            nodes.push(vouch_http::start(cfg, Box::new(engine)).await?);
         }
         let chains: Vec<Arc<vouch_node::Chain>> = nodes.iter().map(|r| r.chain.clone()).collect();
         let mut nonces = vec![0u64; senders];
@@ -372,12 +372,12 @@ fn run_model(home: &std::path::Path, a: &NetworkBenchArgs) -> Result<()> {
     let nodes = rt.block_on(async {
         let mut nodes = Vec::new();
         for (i, k) in keys.iter().enumerate() {
-            let (port_end, io) = vouch_node::dispatch::channel();
+            let (port_end, io) = vouch_net::dispatch::channel();
             let peers = (0..n)
                 .filter(|j| *j != i)
                 .map(|j| (keys[j].validator.public(), ([127, 0, 0, 1], p2p[j]).into()))
                 .collect();
-            let cfg = vouch_node::NodeConfig {
+            let cfg = vouch_http::NodeConfig {
                 home: dir.path().join(format!("n{i}/node")),
                 genesis: genesis.clone(),
                 listen: ([127, 0, 0, 1], 0).into(),
@@ -394,7 +394,7 @@ fn run_model(home: &std::path::Path, a: &NetworkBenchArgs) -> Result<()> {
                     .then(|| SigningKey::from_bytes(&k.faucet.to_bytes()))
                     .transpose()?,
                 admin_token: Some(admin.into()),
-                queue_depth: vouch_node::DEFAULT_QUEUE_DEPTH,
+                queue_depth: vouch_http::DEFAULT_QUEUE_DEPTH,
                 upstream: None,
                 net: Some(port_end),
                 models_home: None,
@@ -402,7 +402,7 @@ fn run_model(home: &std::path::Path, a: &NetworkBenchArgs) -> Result<()> {
                 follow_models: false,
                 http: Default::default(),
             };
-            let engine = vouch_node::SimplexEngine {
+            let engine = vouch_net::SimplexEngine {
                 listen: ([127, 0, 0, 1], p2p[i]).into(),
                 peers,
                 secret: k.validator.to_bytes(),
@@ -411,7 +411,7 @@ fn run_model(home: &std::path::Path, a: &NetworkBenchArgs) -> Result<()> {
                 timing: Default::default(),
                 jobs: Some(io),
             };
-            nodes.push(vouch_node::start(cfg, Box::new(engine)).await?);
+            nodes.push(vouch_http::start(cfg, Box::new(engine)).await?);
         }
         anyhow::Ok(nodes)
     })?;
@@ -423,7 +423,7 @@ fn run_model(home: &std::path::Path, a: &NetworkBenchArgs) -> Result<()> {
     for _ in 0..4 {
         admin_client.post(
             "/v1/faucet",
-            &json!({"address": wallet, "amount": vouch_node::api::FAUCET_MAX}),
+            &json!({"address": wallet, "amount": vouch_http::api::FAUCET_MAX}),
         )?;
     }
     // Until node 0's gateway hears all four providers.

@@ -16,7 +16,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 use vouch_inference::models;
-use vouch_node::blobs::{self, BlobStore, PullOptions};
+use vouch_net::blob_store::BlobStore;
+use vouch_net::pull::{self, PullOptions};
 
 #[derive(Args, Debug)]
 pub struct PullBenchArgs {
@@ -168,7 +169,7 @@ pub fn run(home: &Path, a: PullBenchArgs) -> Result<()> {
         for r in 0..runs {
             let dest = dir.path().join(format!("pull-{w}-{r}"));
             let store = BlobStore::new(&dest);
-            let rep = blobs::pull(
+            let rep = pull::pull(
                 &store,
                 &id,
                 std::slice::from_ref(&url),

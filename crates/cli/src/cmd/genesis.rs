@@ -91,7 +91,7 @@ pub fn network_genesis(keys: &[DevKeys], providers: &[DevKeys], name: &str) -> G
             (spec.id(), spec.name, spec.licence),
             (e.id(), e.name, e.licence),
         ],
-        vouch_node::consensus::now_ms(),
+        vouch_node::clock::now_ms(),
     );
     g.chain_name = name.to_string();
     // dev_genesis made the first node validator and provider; list exactly the chosen ones.

@@ -114,7 +114,7 @@ pub fn model(home: &Path, node: &str, cmd: ModelCmd, json_out: bool) -> Result<(
                     })
                     .take(120)
                     .collect();
-                let m = vouch_node::blobs::BlobStore::new(home)
+                let m = vouch_net::blob_store::BlobStore::new(home)
                     .seed(
                         &a.file,
                         &a.name,
@@ -166,7 +166,8 @@ fn mb(b: u64) -> String {
 
 fn pull(home: &Path, node: &str, client: &Client, a: PullArgs, json_out: bool) -> Result<()> {
     use std::io::{IsTerminal, Write};
-    use vouch_node::blobs::{self, BlobStore, PullEvent, PullOptions};
+    use vouch_net::blob_store::BlobStore;
+    use vouch_net::pull::{self, PullEvent, PullOptions};
     let id = a.id;
     match client.get("/v1/registry/models") {
         Ok(v) => {
@@ -186,7 +187,7 @@ fn pull(home: &Path, node: &str, client: &Client, a: PullArgs, json_out: bool) -
     }
     let mut asked = a.peers.clone();
     asked.push(node.to_string());
-    let sources = blobs::discover(&asked, &id);
+    let sources = pull::discover(&asked, &id);
     let opts = PullOptions {
         workers: a.workers.max(1),
         max_rate: a.limit_rate.map(|r| (r * 1e6) as u64),
@@ -243,7 +244,7 @@ fn pull(home: &Path, node: &str, client: &Client, a: PullArgs, json_out: bool) -
         }
     };
     let store = BlobStore::new(home);
-    let r = blobs::pull(&store, &id, &sources, &opts, &mut on);
+    let r = pull::pull(&store, &id, &sources, &opts, &mut on);
     if tty {
         eprintln!();
     }

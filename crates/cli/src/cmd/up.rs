@@ -8,9 +8,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use vouch_crypto::SigningKey;
+use vouch_http::NodeConfig;
 use vouch_inference::models;
 use vouch_inference::ChatModel;
-use vouch_node::{DevKeys, NodeConfig, SoloEngine};
+use vouch_node::{DevKeys, SoloEngine};
 use vouch_state::Genesis;
 use vouch_types::Hash32;
 
@@ -123,7 +124,7 @@ pub struct UpSettings {
     pub log_format: LogFormat,
     pub log: String,
     pub follow: Option<String>,
-    pub http: vouch_node::server::HttpLimits,
+    pub http: vouch_http::server::HttpLimits,
 }
 
 impl UpArgs {
@@ -159,7 +160,7 @@ impl UpArgs {
             queue_depth: self
                 .queue_depth
                 .or(f.queue_depth)
-                .unwrap_or(vouch_node::DEFAULT_QUEUE_DEPTH),
+                .unwrap_or(vouch_http::DEFAULT_QUEUE_DEPTH),
             log_format: self.log_format.or(f.log_format).unwrap_or(LogFormat::Text),
             follow: self.follow.or(f.follow),
             log: std::env::var("VOUCH_LOG")
@@ -167,9 +168,9 @@ impl UpArgs {
                 .or(f.log)
                 .unwrap_or_else(|| "info".into()),
             http: {
-                let d = vouch_node::server::HttpLimits::default();
+                let d = vouch_http::server::HttpLimits::default();
                 let ms = std::time::Duration::from_millis;
-                vouch_node::server::HttpLimits {
+                vouch_http::server::HttpLimits {
                     max_connections: self
                         .http
                         .max_connections
@@ -274,7 +275,7 @@ pub fn launch(home: &Path, a: UpSettings, net: Option<Net>) -> Result<()> {
                 (spec.id(), spec.name, spec.licence),
                 (e.id(), e.name, e.licence),
             ],
-            vouch_node::consensus::now_ms(),
+            vouch_node::clock::now_ms(),
         );
         std::fs::create_dir_all(&data)?;
         std::fs::write(&genesis_path, g.to_json())
@@ -323,7 +324,7 @@ pub fn launch(home: &Path, a: UpSettings, net: Option<Net>) -> Result<()> {
     let admin_token = admin_token(&data)?;
     let (port, jobs_io) = match &net {
         Some(_) => {
-            let (p, io) = vouch_node::dispatch::channel();
+            let (p, io) = vouch_net::dispatch::channel();
             (Some(p), Some(io))
         }
         None => (None, None),
@@ -357,11 +358,11 @@ pub fn launch(home: &Path, a: UpSettings, net: Option<Net>) -> Result<()> {
         .build()?;
     rt.block_on(async move {
         let engine: Box<dyn vouch_node::Engine> = match (&a.follow, &net) {
-            (Some(peer), _) => Box::new(vouch_node::FollowEngine {
+            (Some(peer), _) => Box::new(vouch_net::FollowEngine {
                 peer: peer.clone(),
                 poll: Duration::from_millis(a.block_interval_ms.max(50)),
             }),
-            (None, Some(n)) => Box::new(vouch_node::SimplexEngine {
+            (None, Some(n)) => Box::new(vouch_net::SimplexEngine {
                 listen: n.listen,
                 peers: n.peers.clone(),
                 secret: keys.validator.to_bytes(),
@@ -378,7 +379,7 @@ pub fn launch(home: &Path, a: UpSettings, net: Option<Net>) -> Result<()> {
                 interval: Duration::from_millis(a.block_interval_ms),
             }),
         };
-        let running = vouch_node::start(cfg, engine).await?;
+        let running = vouch_http::start(cfg, engine).await?;
         let st = running.chain.state();
         eprintln!(
             "vouch node up: chain {} ({}), height {}",
@@ -473,7 +474,7 @@ mod config_tests {
         assert_eq!(d.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(d.block_interval_ms, 200);
         assert_eq!(d.data, Path::new("/h/node"));
-        assert_eq!(d.queue_depth, vouch_node::DEFAULT_QUEUE_DEPTH);
+        assert_eq!(d.queue_depth, vouch_http::DEFAULT_QUEUE_DEPTH);
         assert_eq!(d.log_format, LogFormat::Text);
     }
 

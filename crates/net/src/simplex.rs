@@ -3,7 +3,7 @@
 //!
 //! The engine runs in commonware's tokio runtime on its own thread (its journal in
 //! `<data>/consensus`); it reaches the ledger through [`Application`] (the node's
-//! [`crate::Chain`]) and the shared consensus glue in `vouch-bft`. Peers are dialled at
+//! [`vouch_node::Chain`]) and the shared consensus glue in `vouch-bft`. Peers are dialled at
 //! the addresses given on the command line and authenticated by their validator keys
 //! (a validator's vouch address is its p2p identity).
 
@@ -27,7 +27,7 @@ use vouch_state::{Applied, State};
 use vouch_types::tx::{Block, Tx};
 use vouch_types::Hash32;
 
-use crate::consensus::{Application, Engine, EngineFuture};
+use vouch_node::consensus::{Application, Engine, EngineFuture};
 
 /// Largest p2p message (a full block with its certificate fits well inside).
 const MAX_MESSAGE: u32 = 8 << 20;

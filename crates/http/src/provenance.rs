@@ -11,8 +11,8 @@ use vouch_state::Event;
 use vouch_types::tx::MAX_ITEMS_PER_TX;
 use vouch_types::Hash32;
 
-use crate::api::{parse_hash, AppState};
 use crate::error::ApiError;
+use crate::state::{parse_hash, AppState};
 
 /// Royalties paid per model over the whole chain, from the settlement events. A scan of
 /// every block's events: fine for the registry views of a dev or test network; an indexer

@@ -13,8 +13,8 @@ use vouch_state::Event;
 use vouch_types::{Action, Hash32, Receipt};
 use vouch_verify::verdict::{LedgerFacts, LedgerJob, Trust, Verdict};
 
-use crate::api::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 const INDEX: &str = include_str!("../../../web/explorer/index.html");
 const APP: &str = include_str!("../../../web/explorer/app.js");

@@ -33,9 +33,10 @@ use vouch_crypto::SigningKey;
 use vouch_types::tx::Tx;
 use vouch_types::{Hash32, Receipt};
 
-use crate::chain::{Chain, SubmitError};
-use crate::error::ApiError;
-use crate::provider::{Done, Escrow, JobRequest, ProviderRole};
+use vouch_node::chain::{Chain, SubmitError};
+use vouch_node::error::{ErrorKind, ServeError};
+use vouch_node::provider::{Done, Escrow, JobRequest, ProviderRole};
+use vouch_node::validator::PeerFuture;
 
 /// How often a provider announces itself.
 pub const HELLO_EVERY: Duration = Duration::from_secs(1);
@@ -52,7 +53,7 @@ const MAX_WIRE: usize = 4 << 20;
 /// Bytes of a trace opening per `opening` message (hex doubles them).
 pub const OPENING_PART: usize = 1 << 20;
 /// How long an auditor waits for a trace opening (the provider recomputes its trace).
-pub const OPENING_WAIT: Duration = Duration::from_secs(60);
+pub use vouch_node::validator::OPENING_WAIT;
 /// Most parts an opening may come in (256 MiB).
 const MAX_OPENING_PARTS: usize = 256;
 const HELLO_DOMAIN: &str = "vouch 2026 provider hello v1";
@@ -95,6 +96,7 @@ pub enum Wire {
     },
     Fail {
         id: u64,
+        /// The refusal's [`ErrorKind`] as its stable wire code ([`ErrorKind::code`]).
         status: u16,
         message: String,
     },
@@ -212,7 +214,7 @@ pub enum AttemptError {
     /// The provider failed (busy, silent, gone, bad answer): try another one.
     Provider(String),
     /// The request itself is at fault: the same error comes back from any provider.
-    Client(ApiError),
+    Client(ServeError),
 }
 
 struct Inner {
@@ -246,7 +248,7 @@ impl Dispatch {
         provider: Option<Arc<ProviderRole>>,
         me: &SigningKey,
         port: NetPort,
-        seeds: Option<(String, Arc<crate::blobs::BlobStore>)>,
+        seeds: Option<(String, Arc<crate::blob_store::BlobStore>)>,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Arc<Self> {
         let d = Arc::new(Dispatch {
@@ -615,7 +617,7 @@ impl Dispatch {
             });
         let r = async {
             let Some((job, input_hash)) = expect else {
-                return Err(AttemptError::Client(ApiError::internal(
+                return Err(AttemptError::Client(ServeError::internal(
                     "dispatch: the escrow is not a submit_job transaction",
                 )));
             };
@@ -644,15 +646,12 @@ impl Dispatch {
                     Wire::Fail {
                         status, message, ..
                     } => {
-                        return Err(match status {
-                            429 | 500.. => AttemptError::Provider(message),
-                            s => AttemptError::Client(ApiError {
-                                status: axum::http::StatusCode::from_u16(s)
-                                    .unwrap_or(axum::http::StatusCode::BAD_REQUEST),
-                                kind: "invalid_request_error",
-                                message,
-                            }),
-                        })
+                        let kind = ErrorKind::from_code(status);
+                        return Err(if kind.provider_fault() {
+                            AttemptError::Provider(message)
+                        } else {
+                            AttemptError::Client(ServeError::new(kind, message))
+                        });
                     }
                     Wire::Done {
                         job: j,
@@ -843,7 +842,7 @@ impl Dispatch {
             .map_err(|e| e.to_string())?
             .ok_or("receipt not kept")?;
         let r: Receipt = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-        let checks = crate::validator::spot_challenges(&self.chain, &r)?;
+        let checks = vouch_node::validator::spot_challenges(&self.chain, &r)?;
         // One opening at a time: it is a prefill on the model that also serves jobs.
         let _permit = p.queue.acquire().await.map_err(|e| e.to_string())?;
         let model = p.model.clone();
@@ -859,15 +858,15 @@ impl Dispatch {
 
     /// Serves a peer's job with the local provider.
     async fn serve(self: Arc<Self>, peer: Hash32, id: u64, req: JobRequest) {
-        let fail = |e: ApiError| Wire::Fail {
+        let fail = |e: ServeError| Wire::Fail {
             id,
-            status: e.status.as_u16(),
+            status: e.kind.code(),
             message: e.message,
         };
         let Some(p) = self.provider.clone() else {
             self.send(
                 Some(peer),
-                &fail(ApiError::not_found("this node serves no jobs")),
+                &fail(ServeError::not_found("this node serves no jobs")),
             );
             return;
         };
@@ -892,7 +891,7 @@ impl Dispatch {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Err(e) => {
-                    self.send(Some(peer), &fail(crate::provider::submit_error(e)));
+                    self.send(Some(peer), &fail(vouch_node::provider::submit_error(e)));
                     return;
                 }
             }
@@ -949,5 +948,27 @@ fn smooth(prev: Option<f64>, x: f64) -> f64 {
     match prev {
         Some(p) => 0.7 * p + 0.3 * x,
         None => x,
+    }
+}
+
+/// The auditor's view of the other nodes.
+impl vouch_node::validator::Peers for Dispatch {
+    fn host_of(&self, provider: &Hash32) -> Option<Hash32> {
+        Dispatch::host_of(self, provider)
+    }
+    fn fetch_receipt<'a>(
+        &'a self,
+        provider: &'a Hash32,
+        id: &'a Hash32,
+    ) -> PeerFuture<'a, Option<Receipt>> {
+        Box::pin(Dispatch::fetch_receipt(self, provider, id))
+    }
+    fn fetch_opening<'a>(
+        &'a self,
+        provider: &'a Hash32,
+        job: &'a Hash32,
+        wait: Duration,
+    ) -> PeerFuture<'a, Result<Vec<u8>, String>> {
+        Box::pin(Dispatch::fetch_opening(self, provider, job, wait))
     }
 }

@@ -29,7 +29,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::time::Instant;
 
-use crate::metrics::Metrics;
+use vouch_node::metrics::Metrics;
 
 /// Limits of the HTTP server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

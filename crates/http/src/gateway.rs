@@ -7,7 +7,7 @@
 //! Key management (`/admin/keys`) needs the node's admin token
 //! (`<node data>/admin.token`, 0600).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,10 +24,10 @@ use vouch_types::tx::Action;
 use vouch_types::{FinishReason, Hash32, Receipt, ReceiptKind, Sampling};
 use vouch_verify::attest::Input;
 
-use crate::api::AppState;
-use crate::dispatch::{self, AttemptError, Target};
 use crate::error::ApiError;
-use crate::provider::{render, submit_error, Escrow, JobRequest, ProviderRole, Work};
+use crate::state::AppState;
+use vouch_net::dispatch::{self, AttemptError, Target};
+use vouch_node::provider::{render, submit_error, Escrow, JobRequest, ProviderRole, Work};
 
 /// Largest prompt accepted by the gateway, in bytes (before tokenizing).
 pub const MAX_PROMPT_BYTES: usize = 256 * 1024;
@@ -97,12 +97,6 @@ pub fn key_hash(api_key: &str) -> Hash32 {
     Hash32::digest("vouch 2026 api key v1", &[api_key.as_bytes()])
 }
 
-/// Serializes budget updates (read-modify-write of key records) and holds, per custodial
-/// wallet, the spend reserved by requests whose escrow is not yet final, so concurrent
-/// requests on one key cannot together promise more than the wallet holds.
-#[derive(Default)]
-pub struct Budgets(Mutex<HashMap<Hash32, u64>>);
-
 /// A request's hold on its key's spend limit and its wallet's balance. Dropped without
 /// [`Reservation::settle`] (any error path), it charges nothing.
 pub(crate) struct Reservation {
@@ -135,7 +129,7 @@ pub(crate) fn reserve(
     if rec.revoked {
         return Err(unauthorized("this API key was revoked"));
     }
-    rec.roll(crate::consensus::now_ms());
+    rec.roll(vouch_node::clock::now_ms());
     resolve(s, rec);
     if cost > rec.remaining() {
         return Err(ApiError::payment(format!(
@@ -181,7 +175,7 @@ pub(crate) fn reserve(
 fn current(s: &AppState, key_id: &Hash32) -> Result<KeyRecord, ApiError> {
     let _g = s.budgets.0.lock().unwrap_or_else(|p| p.into_inner());
     let mut rec = fresh(s, key_id)?;
-    rec.roll(crate::consensus::now_ms());
+    rec.roll(vouch_node::clock::now_ms());
     if resolve(s, &mut rec) {
         save_spend(s, key_id, &rec)?;
     }
@@ -206,7 +200,7 @@ fn resolve(s: &AppState, rec: &mut KeyRecord) -> bool {
     let st = s.chain.state();
     let open = |job: &Hash32| {
         st.jobs.contains_key(job)
-            || matches!(s.chain.tx_status(job), crate::chain::TxStatus::Pending)
+            || matches!(s.chain.tx_status(job), vouch_node::chain::TxStatus::Pending)
     };
     let mut changed = false;
     let ended: Vec<(Hash32, u64)> = rec
@@ -252,7 +246,7 @@ fn ledger_charge(s: &AppState, job: &Hash32) -> u64 {
 /// counted at its escrow and, once it ends, at what the ledger charged ([`resolve`]);
 /// a transfer back in the mempool counts at its amount. So after a crash `spent` is what
 /// the ledger charges, never a reservation nobody will pay.
-pub fn reconcile(chain: &crate::chain::Chain) {
+pub fn reconcile(chain: &vouch_node::chain::Chain) {
     let Ok(keys) = chain.store().api_keys() else {
         return;
     };
@@ -310,7 +304,9 @@ impl Reservation {
         match escrow.or_else(|| jobs.last().copied()) {
             Some(tx) => {
                 tokio::spawn(async move {
-                    s.chain.wait_tx(&tx, crate::provider::COMMIT_WAIT).await;
+                    s.chain
+                        .wait_tx(&tx, vouch_node::provider::COMMIT_WAIT)
+                        .await;
                     release(&s, &wallet, held);
                 });
             }
@@ -417,7 +413,7 @@ fn check_admin(s: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
         ));
     };
     match bearer(headers) {
-        Some(t) if crate::keystore::token_eq(t, token) => Ok(()),
+        Some(t) if vouch_node::keystore::token_eq(t, token) => Ok(()),
         _ => Err(unauthorized("admin token required")),
     }
 }
@@ -445,7 +441,7 @@ pub async fn create_key(
     let mut secret = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
     let api_key = format!("vk-{}", hex::encode(secret));
-    let now = crate::consensus::now_ms();
+    let now = vouch_node::clock::now_ms();
     let rec = KeyRecord {
         name: body.name.clone(),
         wallet_secret: s.keystore.seal(&wallet.public(), &wallet.to_bytes()),
@@ -668,7 +664,7 @@ async fn complete(
     // unless other providers can take the job.
     let permit = match (provider.admit(), &s.dispatch) {
         (Ok(p), _) => Some(p),
-        (Err(e), None) => return Err(e),
+        (Err(e), None) => return Err(e.into()),
         (Err(_), Some(_)) => None,
     };
     let prompt_tokens = provider.count_tokens(&prompt).await?;
@@ -738,7 +734,7 @@ async fn complete(
         wallet,
         prefer,
     };
-    let created = crate::consensus::now_ms() / 1000;
+    let created = vouch_node::clock::now_ms() / 1000;
     let model_name = req.model.clone();
     let object = if chat {
         "chat.completion"
@@ -861,7 +857,7 @@ fn charge(price: u64, r: &Receipt) -> u64 {
 
 /// The ledger side of an answer: the job, the provider, and the pending result commit
 /// (the receipt's inclusion proof is at `receipt_url` once that is final).
-fn vouch_info(d: &crate::provider::Done, failover: &[Value]) -> Value {
+fn vouch_info(d: &vouch_node::provider::Done, failover: &[Value]) -> Value {
     let mut v = json!({"receipt": d.receipt.id(), "job": d.job, "provider": d.receipt.provider, "commit_tx": d.commit,
            "engine_ms": d.engine.as_secs_f64() * 1e3});
     if !failover.is_empty() {
@@ -892,7 +888,7 @@ struct Plan {
 
 /// The one answer a request gets.
 struct Answer {
-    done: crate::provider::Done,
+    done: vouch_node::provider::Done,
     /// The answering provider's price per token.
     price: u64,
     /// Providers that failed before it, and why.
@@ -948,7 +944,7 @@ impl Plan {
                         None => match self.local.admit() {
                             Ok(p) => p,
                             Err(e) => {
-                                last_error = Some(e);
+                                last_error = Some(e.into());
                                 continue;
                             }
                         },
@@ -1029,7 +1025,7 @@ impl Plan {
                         failover,
                     });
                 }
-                Err(AttemptError::Client(e)) => return Err(e),
+                Err(AttemptError::Client(e)) => return Err(e.into()),
                 Err(AttemptError::Provider(why)) => {
                     tracing::warn!(provider = %addr.short(), reason = %why, "provider failed; trying another");
                     // Its escrow expires unanswered and is refunded to the wallet.
@@ -1074,7 +1070,7 @@ fn relay(
 
 /// `x-vouch-receipt` names the receipt; `server-timing` says how long the model ran, so a
 /// client can tell the gateway's own overhead from the engine's time.
-fn receipt_headers(resp: &mut Response, d: &crate::provider::Done) {
+fn receipt_headers(resp: &mut Response, d: &vouch_node::provider::Done) {
     if let Ok(v) = HeaderValue::from_str(&d.receipt.id().to_hex()) {
         resp.headers_mut().insert("x-vouch-receipt", v);
     }
@@ -1134,9 +1130,12 @@ pub async fn pay(
                 amount: p.amount,
             },
         )
-        .map_err(crate::provider::submit_error)?;
+        .map_err(vouch_node::provider::submit_error)?;
     budget.settle(cost, &[], Some(id));
-    let st = s.chain.wait_tx(&id, crate::provider::COMMIT_WAIT).await;
+    let st = s
+        .chain
+        .wait_tx(&id, vouch_node::provider::COMMIT_WAIT)
+        .await;
     Ok(Json(json!({"id": id, "result": st})))
 }
 
@@ -1258,7 +1257,7 @@ pub async fn embeddings(
             Ok(d) => d,
             Err(e) => {
                 budget.settle(charged, &jobs, None);
-                return Err(e);
+                return Err(e.into());
             }
         };
         charged = charged.saturating_add(fee);

@@ -1,45 +1,24 @@
 //! The node's HTTP API (ledger, jobs, receipts, dev faucet).
 
-use std::sync::Arc;
-
 use axum::extract::{DefaultBodyLimit, Path, State as AxState};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use vouch_crypto::SigningKey;
 use vouch_types::tx::{Action, Tx, MAX_TX_BYTES};
-use vouch_types::{Hash32, Receipt};
+use vouch_types::Receipt;
 
-use crate::chain::{Chain, TxStatus};
 use crate::error::ApiError;
-use crate::provider::{submit_error, JobRequest, ProviderRole, COMMIT_WAIT};
+use crate::state::{parse_hash, AppState};
+use vouch_node::chain::TxStatus;
+use vouch_node::provider::{submit_error, JobRequest, COMMIT_WAIT};
 
 /// Largest request body, bytes; larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 2 << 20;
 
 /// Largest faucet payout per request.
 pub const FAUCET_MAX: u64 = 1_000_000_000;
-
-#[derive(Clone)]
-pub struct AppState {
-    pub chain: Arc<Chain>,
-    pub provider: Option<Arc<ProviderRole>>,
-    pub faucet: Option<Arc<SigningKey>>,
-    /// Token for `/admin/*` (key management); `None` disables it.
-    pub admin_token: Option<Arc<String>>,
-    pub budgets: Arc<crate::gateway::Budgets>,
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// Job dispatch to other nodes' providers (multi-node networks only).
-    pub dispatch: Option<Arc<crate::dispatch::Dispatch>>,
-    /// Model files this node serves to peers.
-    pub blobs: Option<Arc<crate::blobs::BlobStore>>,
-    /// This node's API address as peers reach it.
-    pub public_api: Option<Arc<String>>,
-    /// Seals the agent wallets' secrets at rest.
-    pub keystore: Arc<crate::keystore::Keystore>,
-}
 
 pub fn router(s: AppState) -> Router {
     Router::new()
@@ -80,7 +59,7 @@ pub fn router(s: AppState) -> Router {
             post(crate::gateway::create_key).get(crate::gateway::list_keys),
         )
         .route("/admin/keys/{id}/revoke", post(crate::gateway::revoke_key))
-        .route("/metrics", get(crate::metrics::metrics))
+        .route("/metrics", get(crate::observe::metrics))
         .nest_service("/mcp", crate::mcp::service(s.clone()))
         .route("/", get(crate::explorer::index))
         .route("/explorer/app.js", get(crate::explorer::app_js))
@@ -89,7 +68,7 @@ pub fn router(s: AppState) -> Router {
         .route("/v1/verify", post(crate::explorer::verify))
         .layer(axum::middleware::from_fn_with_state(
             s.clone(),
-            crate::metrics::track,
+            crate::observe::track,
         ))
         .layer(axum::middleware::from_fn(body_limit))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -135,11 +114,6 @@ async fn body_limit(
             }
         }
     }
-}
-
-pub(crate) fn parse_hash(s: &str, what: &str) -> Result<Hash32, ApiError> {
-    s.parse()
-        .map_err(|e| ApiError::bad_request(format!("{what} must be 64 hex characters: {e}")))
 }
 
 async fn status(AxState(s): AxState<AppState>) -> Json<Value> {

@@ -27,8 +27,8 @@ use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::api::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 const UNAUTHORIZED: ErrorCode = ErrorCode(-32001);
 
@@ -313,7 +313,7 @@ impl ServerHandler for VouchMcp {
             crate::gateway::load_key(&self.state, &Self::headers(&key)).map_err(|e| {
                 McpError::new(UNAUTHORIZED, format!("unauthorized: {}", e.message), None)
             })?;
-        rec.roll(crate::consensus::now_ms());
+        rec.roll(vouch_node::clock::now_ms());
         if rec.limit > 0 && rec.remaining() == 0 {
             return tool_error("spend limit of this API key is used up for this period");
         }
