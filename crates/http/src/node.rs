@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -156,19 +156,12 @@ pub async fn start(cfg: NodeConfig, engine: Box<dyn Engine>) -> Result<Running> 
                 "queue depth lowered to the provider's capacity on the ledger"
             );
         }
-        Arc::new(provider::ProviderRole {
-            tokenizer: model.tokenizer(),
+        Arc::new(provider::ProviderRole::new(
             key,
-            embedder: embedder.clone(),
-            model_id: model.id(),
-            model_name: model.name().to_string(),
-            system_default: model.system_default().map(str::to_string),
-            context: model.context(),
-            model: Arc::new(Mutex::new(model)),
-            queue: Arc::new(tokio::sync::Semaphore::new(depth)),
-            queue_depth: depth,
-            queue_full: Default::default(),
-        })
+            Arc::new(vouch_node::engine::ModelEngine::new(model)),
+            embedder.clone(),
+            depth,
+        ))
     });
     // Bound before the roles start, so the address can be announced to peers.
     let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -209,10 +202,14 @@ pub async fn start(cfg: NodeConfig, engine: Box<dyn Engine>) -> Result<Running> 
         }
     }
     if cfg.audit {
-        if let Some(p) = &provider {
+        // Audits re-run the real model: a provider on a stand-in engine is not audited.
+        if let Some((p, model)) = provider
+            .as_ref()
+            .and_then(|p| p.chat_model().map(|m| (p, m)))
+        {
             let v = Arc::new(validator::ValidatorRole {
                 key: validator_key,
-                model: p.model.clone(),
+                model,
                 embedder: embedder.clone(),
                 dispatch: dispatch.clone().map(|d| d as Arc<dyn validator::Peers>),
                 provider: Some(SigningKey::from_bytes(&p.key.to_bytes())?),

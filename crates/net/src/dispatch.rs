@@ -845,7 +845,9 @@ impl Dispatch {
         let checks = vouch_node::validator::spot_challenges(&self.chain, &r)?;
         // One opening at a time: it is a prefill on the model that also serves jobs.
         let _permit = p.queue.acquire().await.map_err(|e| e.to_string())?;
-        let model = p.model.clone();
+        let model = p
+            .chat_model()
+            .ok_or("this provider's engine has no model to open a trace on")?;
         tokio::task::spawn_blocking(move || {
             let mut m = model.lock().unwrap_or_else(|e| e.into_inner());
             vouch_verify::spot::open(&mut m, &r, &checks)

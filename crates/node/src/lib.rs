@@ -8,6 +8,7 @@ pub mod chain;
 pub mod clock;
 pub mod consensus;
 pub mod dev;
+pub mod engine;
 pub mod error;
 pub mod keys;
 pub mod keystore;

@@ -6,12 +6,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use vouch_crypto::SigningKey;
 use vouch_inference::chat::{render_chatml, Message};
-use vouch_inference::ChatModel;
 use vouch_types::tx::{Action, Tx};
 use vouch_types::{Hash32, Receipt, ReceiptKind, Sampling};
-use vouch_verify::attest::{self, Input};
+use vouch_verify::attest::Input;
 
 use crate::chain::{Chain, SubmitError, TxStatus};
+use crate::engine::ChatEngine;
 use crate::error::ServeError;
 
 /// How long a caller waits for its transaction to reach a block.
@@ -38,9 +38,10 @@ pub struct ProviderRole {
     /// The embedding model, if this provider serves one. Embedding jobs are jobs with
     /// `max_tokens` 1 whose input is the text and whose output is the vector.
     pub embedder: Option<Arc<vouch_inference::Embedder>>,
-    pub model: Arc<Mutex<ChatModel>>,
-    /// The chat model's tokenizer, usable while the model is busy.
-    pub tokenizer: Arc<vouch_inference::tokenizer::TextTokenizer>,
+    /// The chat engine: the real model ([`crate::engine::ModelEngine`]) or a stand-in
+    /// ([`crate::engine::HashEngine`] in tests). The fields below are its identity, read
+    /// on every request.
+    pub engine: Arc<dyn ChatEngine>,
     pub model_id: Hash32,
     pub model_name: String,
     pub system_default: Option<String>,
@@ -126,6 +127,34 @@ async fn wait_committed(chain: &Chain, id: &Hash32, what: &str) -> Result<(u64, 
 }
 
 impl ProviderRole {
+    /// A provider running `engine`, with a queue of `queue_depth` jobs (at least 1).
+    pub fn new(
+        key: SigningKey,
+        engine: Arc<dyn ChatEngine>,
+        embedder: Option<Arc<vouch_inference::Embedder>>,
+        queue_depth: usize,
+    ) -> Self {
+        let depth = queue_depth.max(1);
+        ProviderRole {
+            key,
+            embedder,
+            model_id: engine.id(),
+            model_name: engine.name().to_string(),
+            system_default: engine.system_default().map(str::to_string),
+            context: engine.context(),
+            engine,
+            queue: Arc::new(tokio::sync::Semaphore::new(depth)),
+            queue_depth: depth,
+            queue_full: Default::default(),
+        }
+    }
+
+    /// The real model behind the engine (audits and trace openings need it); `None` for
+    /// a stand-in engine, which is then never audited by this node.
+    pub fn chat_model(&self) -> Option<Arc<Mutex<vouch_inference::ChatModel>>> {
+        self.engine.chat_model()
+    }
+
     /// Runs a client's job end to end: escrow, inference, result commit, inclusion proof.
     pub async fn run_job(
         self: &Arc<Self>,
@@ -228,9 +257,9 @@ impl ProviderRole {
     /// Tokens in `text` under the chat model's tokenizer, counted off the async threads
     /// and without the model (which may be busy generating).
     pub async fn count_tokens(&self, text: &str) -> Result<usize, ServeError> {
-        let tokenizer = self.tokenizer.clone();
+        let engine = self.engine.clone();
         let text = text.to_string();
-        tokio::task::spawn_blocking(move || tokenizer.encode(&text).map(|t| t.len()))
+        tokio::task::spawn_blocking(move || engine.count_tokens(&text))
             .await
             .map_err(|e| ServeError::internal(e.to_string()))?
             .map_err(|e| ServeError::invalid(e.to_string()))
@@ -288,29 +317,21 @@ impl ProviderRole {
                 .map_err(|e| ServeError::internal(format!("embedding failed: {e}")))?
             }
             Work::Generate(input, sampling) => tokio::task::spawn_blocking(move || {
-                let mut model = me.model.lock().unwrap_or_else(|p| p.into_inner());
-                let tokenizer = model.tokenizer();
+                let engine = &me.engine;
                 let mut ids: Vec<u32> = Vec::new();
                 let mut sent = 0usize;
                 let mut on_token = |t: u32| {
                     let Some(sink) = &sink else { return };
                     // Decode the whole prefix so characters split across tokens arrive whole.
                     ids.push(t);
-                    if let Ok(text) = tokenizer.decode(&ids) {
+                    if let Ok(text) = engine.detokenize(&ids) {
                         if text.len() > sent && text.is_char_boundary(sent) {
                             let _ = sink.send(text[sent..].to_string());
                             sent = text.len();
                         }
                     }
                 };
-                attest::generate(
-                    &mut model,
-                    &me.key,
-                    &input,
-                    sampling,
-                    created_at,
-                    &mut on_token,
-                )
+                engine.generate(&me.key, &input, sampling, created_at, &mut on_token)
             })
             .await
             .map_err(|e| ServeError::internal(e.to_string()))?
