@@ -2,7 +2,8 @@
 //! store. Consensus engines drive it through [`crate::consensus::Application`].
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -75,7 +76,18 @@ struct Inner {
 }
 
 pub struct Chain {
+    /// The mempool and transaction statuses (and the state they were checked against).
+    /// Never held across a disk write that waits for the block commit's fsync.
     inner: Mutex<Inner>,
+    /// The current state, for readers: swapped in after a block is durable. Readers
+    /// (`state()`, the API's status, accounts, jobs) never wait for the disk.
+    current: RwLock<Arc<State>>,
+    /// Transactions in the mempool (readable without the mempool lock).
+    pool_len: AtomicUsize,
+    /// Serializes block finalization with the engine's proposals: taken by `finalize`
+    /// across the store commit, and by `has_work`/`propose`/`candidates`, so a proposal
+    /// never builds on a state whose successor is being written.
+    finalizing: Mutex<()>,
     store: Store,
     genesis: Genesis,
     key: SigningKey,
@@ -104,9 +116,13 @@ impl Chain {
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         let (heights, _) = watch::channel(state.height);
+        let state = Arc::new(state);
         let chain = Chain {
+            current: RwLock::new(state.clone()),
+            pool_len: AtomicUsize::new(0),
+            finalizing: Mutex::new(()),
             inner: Mutex::new(Inner {
-                state: Arc::new(state),
+                state,
                 pool: VecDeque::new(),
                 pool_ids: HashSet::new(),
                 pending_per_sender: HashMap::new(),
@@ -226,8 +242,16 @@ impl Chain {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn finalizing(&self) -> MutexGuard<'_, ()> {
+        self.finalizing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current state (of the last durable block). Never waits for the disk.
     pub fn state(&self) -> Arc<State> {
-        self.lock().state.clone()
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
     pub fn store(&self) -> &Store {
         &self.store
@@ -236,7 +260,7 @@ impl Chain {
         &self.genesis
     }
     pub fn chain_id(&self) -> Hash32 {
-        self.lock().state.chain
+        self.state().chain
     }
     pub fn validator(&self) -> Hash32 {
         self.key.public()
@@ -248,7 +272,7 @@ impl Chain {
         &self.metrics
     }
     pub fn mempool_len(&self) -> usize {
-        self.lock().pool.len()
+        self.pool_len.load(Ordering::Relaxed)
     }
 
     /// Admits a signed transaction to the mempool, or says why not.
@@ -411,6 +435,7 @@ impl Chain {
         inner.pool_ids.insert(id);
         inner.rejected.remove(&id);
         inner.pool.push_back((id, tx));
+        self.pool_len.store(inner.pool.len(), Ordering::Relaxed);
         Ok(id)
     }
 
@@ -476,6 +501,7 @@ impl Chain {
 
     /// Whether a block is worth producing at `now`: transactions waiting, or a timer due.
     pub fn has_work(&self, now: u64) -> bool {
+        let _f = self.finalizing();
         let inner = self.lock();
         if !inner.pool.is_empty() {
             return true;
@@ -488,6 +514,7 @@ impl Chain {
     /// Builds the next block from the mempool at time `now` (ms). The block is not yet
     /// final: the consensus engine certifies it and calls [`Chain::finalize`].
     pub fn propose(&self, now: u64) -> vouch_state::Proposal {
+        let _f = self.finalizing();
         let inner = self.lock();
         let candidates: Vec<Tx> = inner
             .pool
@@ -504,6 +531,7 @@ impl Chain {
     /// Mempool transactions for a block built by another engine: in order, at most
     /// [`MAX_BLOCK_TXS`] and about [`MAX_BLOCK_BYTES`] of encoded transactions.
     pub fn candidates(&self) -> Vec<Tx> {
+        let _f = self.finalizing();
         let inner = self.lock();
         let mut bytes = 0;
         inner
@@ -537,13 +565,18 @@ impl Chain {
         certificate: Certificate,
     ) -> Result<u64, SubmitError> {
         p.block.certificate = certificate;
-        let mut inner = self.lock();
-        if p.block.header.parent != inner.state.last_block {
+        // The block is written and synced without the mempool lock: readers and new
+        // transactions go on meanwhile (against the state before this block; what the
+        // block commits is found committed in the store, and the pool is re-checked
+        // against the new state below). Only other finalizers and proposals wait.
+        let _f = self.finalizing();
+        if p.block.header.parent != self.state().last_block {
             return Err(SubmitError::Store("proposal is stale".into()));
         }
         self.store
             .commit(&p.block, &p.applied, &p.state)
             .map_err(|e| SubmitError::Store(e.to_string()))?;
+        let mut inner = self.lock();
         let chain = p.state.chain;
         let height = p.block.header.height;
         self.metrics.record_events(&p.applied.events);
@@ -633,16 +666,18 @@ impl Chain {
             .chain(newly_rejected.iter().map(|(id, _)| *id))
             .chain(dropped_ids)
             .collect();
+        inner.pool_ids = remaining.iter().map(|(id, _)| *id).collect();
+        inner.pool = remaining;
+        inner.pending_per_sender = pending;
+        inner.state = Arc::new(p.state);
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = inner.state.clone();
+        self.pool_len.store(inner.pool.len(), Ordering::Relaxed);
+        drop(inner);
         if !gone.is_empty() {
             if let Err(e) = self.store.outbox_forget(&gone) {
                 tracing::warn!(error = %e, "outbox not pruned");
             }
         }
-        inner.pool_ids = remaining.iter().map(|(id, _)| *id).collect();
-        inner.pool = remaining;
-        inner.pending_per_sender = pending;
-        inner.state = Arc::new(p.state);
-        drop(inner);
         self.heights.send_replace(height);
         Ok(height)
     }

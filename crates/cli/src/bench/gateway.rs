@@ -10,7 +10,11 @@
 //!    time, per request (HTTP, JSON, key and budget, escrow and commit transactions,
 //!    receipt store). The bare engine (the same call in this process, no node) is timed
 //!    too.
-//! 2. Load: many clients for a fixed time; the provider's bounded queue turns the excess
+//! 2. Reads under write load: sequential `GET /v1/status` on an idle node, then again
+//!    while writer threads keep the mempool full of transfers, so every block is large
+//!    and its commit (one fsync) runs while the reads go on. p50/p99/max of the reads show
+//!    whether a reader waits for the disk.
+//! 3. Load: many clients for a fixed time; the provider's bounded queue turns the excess
 //!    away with 429 + Retry-After, which clients honour. Counts every outcome, samples
 //!    resident memory, and checks afterwards that every answered receipt was committed.
 
@@ -48,6 +52,12 @@ pub struct GatewayBenchArgs {
     /// Block interval of the node, ms.
     #[arg(long, default_value_t = 200)]
     block_interval_ms: u64,
+    /// Sequential `GET /v1/status` reads, idle and then under write load (0 skips it).
+    #[arg(long, default_value_t = 2000)]
+    status_reads: usize,
+    /// Threads submitting transfers to the chain during the reads under write load.
+    #[arg(long, default_value_t = 4)]
+    writers: usize,
 }
 
 const PROMPT: &str = "Name one colour of the sky.";
@@ -122,6 +132,112 @@ fn chat(agent: &ureq::Agent, url: &str, key: &str, max_tokens: u32) -> Result<Re
         retry_after,
         body,
     })
+}
+
+/// `GET /v1/status` latencies, ms, of `n` sequential reads.
+fn status_reads(ag: &ureq::Agent, url: &str, n: usize) -> Result<Vec<f64>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let mut r = ag.get(&format!("{url}/v1/status")).call()?;
+        let _ = r.body_mut().read_to_string()?;
+        if r.status() != 200 {
+            bail!("status read: HTTP {}", r.status());
+        }
+        out.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(out)
+}
+
+/// Phase 2: status reads idle, then with `writers` threads keeping transfers in the
+/// mempool (each from its own funded wallet, paced to keep at most ~4 blocks waiting).
+fn status_under_writes(
+    url: &str,
+    chain: &Arc<vouch_node::Chain>,
+    faucet: &SigningKey,
+    n: usize,
+    writers: usize,
+) -> Result<()> {
+    let ag = agent();
+    status_reads(&ag, url, 50)?;
+    let idle = status_reads(&ag, url, n)?;
+    let mut wallets = Vec::new();
+    for _ in 0..writers {
+        let w = SigningKey::generate(&mut rand::rngs::OsRng);
+        let id = chain
+            .submit_signed(
+                faucet,
+                vouch_types::tx::Action::Transfer {
+                    to: w.public(),
+                    amount: 1_000_000 * vouch_node::UNIT,
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("funding a writer: {e}"))?;
+        wallets.push((w, id));
+    }
+    for (_, id) in &wallets {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !matches!(chain.tx_status(id), vouch_node::TxStatus::Committed { .. }) {
+            if Instant::now() > deadline {
+                bail!("a writer's funding did not commit");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let h0 = chain.state().height;
+    let stop = Arc::new(AtomicBool::new(false));
+    let submitted = Arc::new(AtomicU64::new(0));
+    let sink = SigningKey::generate(&mut rand::rngs::OsRng).public();
+    let handles: Vec<_> = wallets
+        .into_iter()
+        .map(|(w, _)| {
+            let (chain, stop, submitted) = (chain.clone(), stop.clone(), submitted.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if chain.mempool_len() > 4 * vouch_types::tx::MAX_BLOCK_TXS {
+                        std::thread::sleep(Duration::from_millis(2));
+                        continue;
+                    }
+                    let t = vouch_types::tx::Action::Transfer {
+                        to: sink,
+                        amount: 1,
+                    };
+                    if chain.submit_signed(&w, t).is_ok() {
+                        submitted.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    let busy = status_reads(&ag, url, n)?;
+    let secs = t.elapsed().as_secs_f64();
+    let h1 = chain.state().height;
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        let _ = h.join();
+    }
+    let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    println!("\n| `GET /v1/status`, {n} sequential reads | p50 ms | p99 ms | max ms |");
+    println!("| --- | --- | --- | --- |");
+    println!(
+        "| idle node | {:.2} | {:.2} | {:.2} |",
+        pct(&idle, 0.5),
+        pct(&idle, 0.99),
+        max(&idle)
+    );
+    println!(
+        "| under write load ({writers} writers, {} blocks in {secs:.1} s, {} transfers submitted) | {:.2} | {:.2} | {:.2} |",
+        h1 - h0,
+        submitted.load(Ordering::Relaxed),
+        pct(&busy, 0.5),
+        pct(&busy, 0.99),
+        max(&busy)
+    );
+    Ok(())
 }
 
 pub fn run(home: &Path, a: GatewayBenchArgs) -> Result<()> {
@@ -249,7 +365,12 @@ pub fn run(home: &Path, a: GatewayBenchArgs) -> Result<()> {
         pct(&over, 0.99)
     );
 
-    // 2. Load.
+    // 2. Reads while blocks commit.
+    if a.status_reads > 0 {
+        status_under_writes(&url, &chain, &keys.faucet, a.status_reads, a.writers)?;
+    }
+
+    // 3. Load.
     if a.clients > 0 {
         let stop = Arc::new(AtomicBool::new(false));
         let peak_rss = Arc::new(Mutex::new(rss_mb()));
