@@ -3,8 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+
 fn vouch(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vouch"))
+    Command::new(common::vouch_bin())
         .args(args)
         .output()
         .expect("run vouch")
@@ -355,7 +357,7 @@ fn json_flag_gives_machine_readable_output_and_errors() {
 #[test]
 fn a_closed_stdout_pipe_ends_quietly() {
     let home = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vouch"))
+    let mut child = Command::new(common::vouch_bin())
         .args(["--home", home.path().to_str().unwrap(), "models", "list"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -20,7 +20,7 @@ use vouch_types::tx::Action;
 use vouch_types::Hash32;
 
 mod common;
-use common::{agent, vouch, VOUCH};
+use common::{agent, vouch, vouch_bin};
 
 /// A `vouch up` process and its URL; killed (SIGKILL) when dropped.
 struct Node {
@@ -217,7 +217,7 @@ fn kill_9_under_load_loses_nothing_committed() {
     let db = data.join("ledger.redb");
     let bytes = std::fs::read(&db).unwrap();
     std::fs::write(&db, &bytes[..bytes.len() / 3]).unwrap();
-    let o = Command::new(VOUCH)
+    let o = Command::new(vouch_bin())
         .args([
             "--home",
             home.to_str().unwrap(),
@@ -326,7 +326,7 @@ fn up_infer_verify_escrow_audit_settle() {
         "{out}"
     );
     // Without a pinned genesis the line says what was not checked, and exits 3.
-    let o = Command::new(VOUCH)
+    let o = Command::new(vouch_bin())
         .args(["verify", receipt.to_str().unwrap()])
         .output()
         .unwrap();
@@ -339,7 +339,7 @@ fn up_infer_verify_escrow_audit_settle() {
     let invented = common::invented_receipt(97);
     let invented_path = home.join("invented.json");
     std::fs::write(&invented_path, serde_json::to_vec(&invented).unwrap()).unwrap();
-    let o = Command::new(VOUCH)
+    let o = Command::new(vouch_bin())
         .args(["verify", invented_path.to_str().unwrap(), "--genesis"])
         .arg(&genesis_path)
         .output()

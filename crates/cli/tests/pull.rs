@@ -96,7 +96,7 @@ fn models_pull_from_peers_verified_resumable_and_follow_new_versions() {
     //    peer that corrupts pieces; rate-capped so it can be killed a quarter of the way.
     let evil = corrupting_peer(urls[0].clone());
     let fresh = tempfile::tempdir().unwrap();
-    let mut child = Command::new(VOUCH)
+    let mut child = Command::new(vouch_bin())
         .args(["--home", fresh.path().to_str().unwrap(), "--node", &urls[1]])
         .args(["model", "pull", &id, "--peer", &evil, "--limit-rate", "15"])
         .stdout(Stdio::null())

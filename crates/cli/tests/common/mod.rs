@@ -7,7 +7,14 @@ use std::process::{Child, Command, Stdio};
 
 pub mod net;
 
-pub const VOUCH: &str = env!("CARGO_BIN_EXE_vouch");
+/// The binary under test: `$VOUCH_BIN` if set (e.g. an older build, to show that a
+/// regression test fails without its fix; docs/regressions.md), else the one Cargo built.
+pub fn vouch_bin() -> &'static str {
+    static BIN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        std::env::var("VOUCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vouch").to_string())
+    });
+    &BIN
+}
 
 /// A running `vouch up`, killed when dropped.
 pub struct Node(pub Child);
@@ -21,7 +28,7 @@ impl Drop for Node {
 
 /// Runs `vouch --home H --node N ARGS`; (success, stdout, stderr).
 pub fn vouch(home: &Path, node: &str, args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(VOUCH)
+    let o = Command::new(vouch_bin())
         .args(["--home", home.to_str().unwrap(), "--node", node])
         .args(args)
         .output()
@@ -50,7 +57,7 @@ pub fn spawn_vouch(home: &Path, args: &[&str], envs: &[(&str, &str)]) -> (Node, 
         .append(true)
         .open(home.join("node.log"))
         .unwrap();
-    let mut child = Command::new(VOUCH)
+    let mut child = Command::new(vouch_bin())
         .args(["--home", home.to_str().unwrap()])
         .args(args)
         .envs(envs.iter().copied())
