@@ -42,8 +42,9 @@ pub struct Recent {
 /// `GET /v1/explorer/recent`: the last blocks (newest first) and the jobs they touched.
 pub async fn recent(
     AxState(s): AxState<AppState>,
-    Query(q): Query<Recent>,
+    q: Result<Query<Recent>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(format!("bad query: {}", e.body_text())))?;
     let limit = q.limit.unwrap_or(20).clamp(1, 200);
     let store = s.chain.store();
     let head = s.chain.state().height;

@@ -431,9 +431,12 @@ pub struct NewKey {
 pub async fn create_key(
     AxState(s): AxState<AppState>,
     headers: HeaderMap,
-    Json(body): Json<NewKey>,
+    body: Result<Json<NewKey>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    // Who asks comes before what they sent: no token, 401, whatever the body.
     check_admin(&s, &headers)?;
+    let Json(body) =
+        body.map_err(|e| ApiError::bad_request(format!("malformed request: {}", e.body_text())))?;
     if body.name.is_empty() || body.name.len() > 64 {
         return Err(ApiError::bad_request("name must be 1 to 64 characters"));
     }

@@ -2004,13 +2004,12 @@ async fn provenance_views_show_the_registry_and_refuse_unknown_ids() {
     );
 }
 
-/// Found while writing these tests: `POST /admin/keys` and `GET /v1/explorer/recent` take
-/// their body or query with axum's plain extractors, so a malformed one is answered by
-/// axum in plain text (400/422/415), not in the OpenAI error shape every other route
-/// uses, and `/admin/keys` parses the body before checking the admin token (no token and
-/// a bad body: 422, not 401).
+/// Found while writing these tests (fixed): `POST /admin/keys` and `GET /v1/explorer/recent`
+/// took their body or query with axum's plain extractors, so a malformed one was answered
+/// in plain text (400/422/415), not in the OpenAI error shape every other route uses, and
+/// `/admin/keys` parsed the body before checking the admin token (no token and a bad
+/// body: 422, not 401).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: plain-text rejections on /admin/keys and /v1/explorer/recent; body parsed before the admin check"]
 async fn every_rejection_uses_the_openai_error_shape() {
     let n = Node::start().await;
     assert_error(
