@@ -1,4 +1,4 @@
-//! Vouch inference: the Engine trait, a candle CPU backend for llama-family GGUF and BERT
+//! Vouch inference: our llama forward over candle's quantized matmuls for llama-family GGUF, BERT
 //! embeddings, fingerprint capture.
 //!
 //! - [`models`]: the catalogue of models, fetching them from registry packages, pinned hashes.
@@ -26,8 +26,10 @@ use std::path::PathBuf;
 pub use chat::{ChatModel, GenerateRequest, Generation, Scored};
 pub use embed::Embedder;
 
-/// Name and version written into receipts (`engine` field).
-pub const ENGINE_NAME: &str = concat!("vouch-candle-cpu/", env!("CARGO_PKG_VERSION"));
+/// Name and version written into receipts (`engine` field): our own CPU kernels over
+/// candle's quantized tensors. Receipts made before 2026-12 say
+/// `vouch-candle-cpu/0.1.0`; the field is informative and never checked.
+pub const ENGINE_NAME: &str = concat!("vouch-cpu/", env!("CARGO_PKG_VERSION"));
 
 #[derive(Debug, thiserror::Error)]
 pub enum InferenceError {
