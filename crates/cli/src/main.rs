@@ -1,4 +1,5 @@
-//! The vouch command: fetch models, infer with a receipt, verify receipts, embed, benchmark.
+//! The vouch command: run a node or a one-machine network, wallets and API keys, models and
+//! data, infer with a receipt, verify receipts, benchmarks.
 //!
 //! This file holds the command line (clap) and the dispatch; each command lives in
 //! [`cmd`], each benchmark in [`bench`].

@@ -113,32 +113,16 @@ impl ChatEngine for ModelEngine {
 }
 
 /// Generated tokens of the hash rule are ids below this; prompt bytes are `BYTE_BASE + b`.
-pub const BYTE_BASE: u32 = 49_152;
+pub const BYTE_BASE: u32 = vouch_types::stand_in::VOCAB;
 /// The `engine` field of a [`HashEngine`] receipt.
 pub const HASH_ENGINE_NAME: &str = "vouch-hash-engine/1";
 /// Width of the pseudo hidden states a [`HashEngine`] fingerprints (the verifier's least).
 const HASH_HIDDEN: usize = 128;
 
-/// The tokens the hash rule generates: the same construction as the simulator's mock
-/// engine (`vouch_sim::jobs::mock_run`): length and tokens are hashes of the weights, the
-/// input hash and the seed; the answer has 2 to `max_tokens - 1` tokens when
-/// `max_tokens >= 4` (so it stops on its own), else 2 (cut to `max_tokens`).
+/// The tokens the hash rule generates: [`vouch_types::stand_in::tokens`], the rule the
+/// simulator's mock engine uses too.
 pub fn hash_tokens(weights: &Hash32, input: &Hash32, seed: u64, max_tokens: u32) -> Vec<u32> {
-    let h = |what: &[u8], i: u32| {
-        Hash32::digest(
-            "vouch sim token",
-            &[
-                weights.as_bytes(),
-                input.as_bytes(),
-                &seed.to_le_bytes(),
-                what,
-                &i.to_le_bytes(),
-            ],
-        )
-    };
-    let word = |d: Hash32| u32::from_le_bytes(d.as_bytes()[..4].try_into().expect("4 bytes"));
-    let len = 2 + word(h(b"len", 0)) % max_tokens.saturating_sub(2).max(1);
-    (0..len).map(|i| word(h(b"tok", i)) % BYTE_BASE).collect()
+    vouch_types::stand_in::tokens(weights, input, seed, max_tokens)
 }
 
 /// A word for a generated token id: two-letter syllables, one per base-75 digit

@@ -98,21 +98,7 @@ pub fn mock_run(
     seed: u64,
     max_tokens: u32,
 ) -> (Vec<u32>, Hash32) {
-    let h = |what: &[u8], i: u32| {
-        Hash32::digest(
-            "vouch sim token",
-            &[
-                weights.as_bytes(),
-                input.as_bytes(),
-                &seed.to_le_bytes(),
-                what,
-                &i.to_le_bytes(),
-            ],
-        )
-    };
-    let word = |d: Hash32| u32::from_le_bytes(d.as_bytes()[..4].try_into().expect("4 bytes"));
-    let len = 2 + word(h(b"len", 0)) % max_tokens.saturating_sub(2).max(1);
-    let tokens: Vec<u32> = (0..len).map(|i| word(h(b"tok", i)) % 49_152).collect();
+    let tokens = vouch_types::stand_in::tokens(weights, input, seed, max_tokens);
     let fp = Hash32::digest(
         "vouch sim fingerprint",
         &[

@@ -7,6 +7,7 @@ pub mod encoding;
 pub mod ids;
 pub mod json_u64;
 pub mod receipt;
+pub mod stand_in;
 pub mod tx;
 
 pub use encoding::{DecodeError, Decoder, Encoder};
