@@ -46,6 +46,7 @@ pub fn router(s: AppState) -> Router {
         .route("/v1/p2p/blobs/{hash}", get(crate::blobs::blob))
         .route("/v1/p2p/blobs/{hash}/outboard", get(crate::blobs::outboard))
         .route("/v1/models", get(crate::gateway::models))
+        .route("/v1/models/{id}", get(crate::gateway::model))
         .route(
             "/v1/chat/completions",
             post(crate::gateway::chat_completions),
@@ -66,13 +67,140 @@ pub fn router(s: AppState) -> Router {
         .route("/explorer/style.css", get(crate::explorer::style))
         .route("/v1/explorer/recent", get(crate::explorer::recent))
         .route("/v1/verify", post(crate::explorer::verify))
+        .fallback(crate::error::no_route)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             s.clone(),
             crate::observe::track,
         ))
         .layer(axum::middleware::from_fn(body_limit))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(request_id))
         .with_state(s)
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    let mut e = ApiError::bad_request(format!("{} {} is not allowed", method, uri.path()));
+    e.status = axum::http::StatusCode::METHOD_NOT_ALLOWED;
+    e
+}
+
+/// Middleware: every response carries `x-request-id`: the client's own (if it sent a
+/// short printable one) or a fresh random one, so a client and the node's log can name
+/// the same request.
+async fn request_id(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let given = req
+        .headers()
+        .get("x-request-id")
+        .filter(|v| {
+            let b = v.as_bytes();
+            !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
+        })
+        .cloned();
+    let id = given.unwrap_or_else(|| {
+        axum::http::HeaderValue::from_str(&format!("req_{:032x}", rand::random::<u128>()))
+            .expect("hex is a valid header value")
+    });
+    let mut resp = next.run(req).await;
+    resp.headers_mut().insert("x-request-id", id);
+    resp
+}
+
+/// Which browser origins may call the API (CORS).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// Pages served from this machine: `http(s)://localhost`, `127.0.0.1` or `[::1]`,
+    /// any port.
+    #[default]
+    Localhost,
+    /// Any origin (`*`): fine for a public gateway, since calls need an API key sent as
+    /// a bearer header (never a cookie).
+    Any,
+    /// Exactly these origins (`scheme://host[:port]`).
+    List(Vec<String>),
+}
+
+impl CorsOrigins {
+    /// From `--cors-origin` values: none means localhost, `*` any, `localhost` the
+    /// localhost set, else exact origins (`none` alone: no origin at all).
+    pub fn parse(values: &[String]) -> Result<Self, String> {
+        match values {
+            [] => Ok(Self::Localhost),
+            [one] if one == "*" => Ok(Self::Any),
+            [one] if one == "localhost" => Ok(Self::Localhost),
+            [one] if one == "none" => Ok(Self::List(Vec::new())),
+            many => {
+                for o in many {
+                    let ok = (o.starts_with("http://") || o.starts_with("https://"))
+                        && !o.ends_with('/')
+                        && o.split("://")
+                            .nth(1)
+                            .is_some_and(|h| !h.is_empty() && !h.contains('/'));
+                    if !ok {
+                        return Err(format!(
+                            "CORS origin {o:?} must be scheme://host[:port] (or *, localhost, none alone)"
+                        ));
+                    }
+                }
+                Ok(Self::List(many.to_vec()))
+            }
+        }
+    }
+
+    /// Whether a browser page at `origin` may call the API.
+    pub fn allows(&self, origin: &str) -> bool {
+        match self {
+            Self::Any => true,
+            Self::List(l) => l.iter().any(|o| o == origin),
+            Self::Localhost => {
+                let Some(rest) = origin
+                    .strip_prefix("http://")
+                    .or_else(|| origin.strip_prefix("https://"))
+                else {
+                    return false;
+                };
+                let (host, port) = match rest.strip_prefix('[') {
+                    Some(v6) => match v6.split_once(']') {
+                        Some((h, p)) => (h, p),
+                        None => return false,
+                    },
+                    None => match rest.find(':') {
+                        Some(i) => (&rest[..i], &rest[i..]),
+                        None => (rest, ""),
+                    },
+                };
+                let port_ok = port.is_empty()
+                    || port
+                        .strip_prefix(':')
+                        .is_some_and(|p| !p.is_empty() && p.parse::<u16>().is_ok());
+                matches!(host, "localhost" | "127.0.0.1" | "::1") && port_ok
+            }
+        }
+    }
+}
+
+/// The CORS layer for `origins`: preflights answered, the API's own headers (receipt id,
+/// request id, timing, retry-after) readable by the page.
+pub fn cors(origins: CorsOrigins) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
+    let allow = match origins {
+        CorsOrigins::Any => AllowOrigin::any(),
+        o => AllowOrigin::predicate(move |origin, _| origin.to_str().is_ok_and(|s| o.allows(s))),
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods(AllowMethods::mirror_request())
+        .allow_headers(AllowHeaders::mirror_request())
+        .expose_headers([
+            axum::http::HeaderName::from_static("x-vouch-receipt"),
+            axum::http::HeaderName::from_static("x-request-id"),
+            axum::http::HeaderName::from_static("server-timing"),
+            axum::http::HeaderName::from_static("retry-after"),
+        ])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 /// Middleware: a body over [`MAX_BODY_BYTES`] gets 413 with the limit named, whether its

@@ -364,11 +364,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn unauthorized(m: &str) -> ApiError {
-    ApiError {
-        status: axum::http::StatusCode::UNAUTHORIZED,
-        kind: "invalid_api_key",
-        message: m.to_string(),
-    }
+    ApiError::unauthorized(m)
 }
 
 pub(crate) fn load_key(s: &AppState, headers: &HeaderMap) -> Result<(Hash32, KeyRecord), ApiError> {
@@ -530,14 +526,37 @@ pub async fn models(AxState(s): AxState<AppState>) -> Json<Value> {
     Json(json!({"object": "list", "data": data}))
 }
 
+/// `GET /v1/models/{id}`: one model by name or id, if a provider serves it.
+pub async fn model(
+    AxState(s): AxState<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let Json(list) = models(AxState(s)).await;
+    list["data"]
+        .as_array()
+        .and_then(|d| {
+            d.iter()
+                .find(|m| m["id"] == name.as_str() || m["vouch_model_id"] == name.as_str())
+        })
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no provider here serves model {name:?}; GET /v1/models lists them"
+            ))
+            .with_code("model_not_found")
+            .with_param("model")
+        })
+}
+
 #[derive(Debug, Deserialize)]
 pub struct ChatRequest {
     model: String,
     #[serde(default)]
-    messages: Option<Vec<Message>>,
+    messages: Option<Vec<InMessage>>,
     /// `/v1/completions` only.
     #[serde(default)]
-    prompt: Option<String>,
+    prompt: Option<PromptIn>,
     #[serde(default)]
     max_tokens: Option<i64>,
     #[serde(default)]
@@ -551,12 +570,204 @@ pub struct ChatRequest {
     #[serde(default, with = "vouch_types::json_u64::option")]
     seed: Option<u64>,
     #[serde(default)]
+    stop: Option<StopIn>,
+    #[serde(default)]
+    n: Option<i64>,
+    #[serde(default)]
+    presence_penalty: Option<f32>,
+    #[serde(default)]
+    frequency_penalty: Option<f32>,
+    #[serde(default)]
     stream: bool,
     #[serde(default)]
     stream_options: Option<StreamOptions>,
+    // Accepted only where they change nothing; otherwise a clear 400 (never ignored).
+    #[serde(default)]
+    logprobs: Option<bool>,
+    #[serde(default)]
+    top_logprobs: Option<i64>,
+    #[serde(default)]
+    tools: Option<Vec<Value>>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
+    #[serde(default)]
+    response_format: Option<Value>,
+    #[serde(default)]
+    logit_bias: Option<BTreeMap<String, Value>>,
+    #[serde(default)]
+    echo: Option<bool>,
+    #[serde(default)]
+    best_of: Option<i64>,
+    #[serde(default)]
+    suffix: Option<String>,
     /// Vouch extension: the provider (address) to try first; others serve if it fails.
     #[serde(default)]
     provider: Option<String>,
+}
+
+/// A chat message as clients send it: `content` a string, a list of content parts, or
+/// null (an assistant turn).
+#[derive(Debug, Deserialize)]
+pub struct InMessage {
+    role: String,
+    #[serde(default)]
+    content: Option<ContentIn>,
+    #[serde(default)]
+    tool_calls: Option<Vec<Value>>,
+    /// `name`, `refusal` and the like change nothing in the prompt.
+    #[serde(flatten)]
+    _rest: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ContentIn {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum StopIn {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum PromptIn {
+    One(String),
+    Many(Vec<String>),
+    Tokens(Vec<Value>),
+}
+
+/// Most choices one request may ask for (`n` times the prompts of a completions list).
+pub const MAX_CHOICES: usize = 16;
+
+/// The messages as the chat template renders them: `developer` is read as `system`, text
+/// parts are joined by newlines, a null content is empty. Parts other than text and
+/// assistant tool calls are refused with the field named.
+pub fn to_messages(ms: Vec<InMessage>) -> Result<Vec<Message>, ApiError> {
+    let mut out = Vec::with_capacity(ms.len());
+    for (i, m) in ms.into_iter().enumerate() {
+        let role = match m.role.as_str() {
+            "developer" => "system".to_string(),
+            "system" | "user" | "assistant" | "tool" => m.role,
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "messages[{i}].role {other:?} is not system, developer, user, assistant or tool"
+                ))
+                .with_param(format!("messages[{i}].role")))
+            }
+        };
+        if m.tool_calls.as_ref().is_some_and(|t| !t.is_empty()) {
+            return Err(ApiError::unsupported(
+                &format!("messages[{i}].tool_calls"),
+                "tool calls are not supported by this node yet",
+            ));
+        }
+        let content = match m.content {
+            None if role == "assistant" => String::new(),
+            None => {
+                return Err(
+                    ApiError::bad_request(format!("messages[{i}].content is required"))
+                        .with_param(format!("messages[{i}].content")),
+                )
+            }
+            Some(ContentIn::Text(t)) => t,
+            Some(ContentIn::Parts(parts)) => {
+                let mut texts = Vec::with_capacity(parts.len());
+                for (j, p) in parts.into_iter().enumerate() {
+                    match (p.kind.as_str(), p.text) {
+                        ("text", Some(t)) => texts.push(t),
+                        ("text", None) => {
+                            return Err(ApiError::bad_request(format!(
+                                "messages[{i}].content[{j}] is a text part without text"
+                            ))
+                            .with_param(format!("messages[{i}].content[{j}].text")))
+                        }
+                        (other, _) => {
+                            return Err(ApiError::unsupported(
+                                &format!("messages[{i}].content[{j}].type"),
+                                format!("content part type {other:?}: this model reads text only"),
+                            ))
+                        }
+                    }
+                }
+                texts.join("\n")
+            }
+        };
+        out.push(Message { role, content });
+    }
+    Ok(out)
+}
+
+/// Refuses the parameters this node cannot honour yet, naming each, instead of
+/// answering as if they had been applied.
+fn refuse_unsupported(req: &ChatRequest) -> Result<(), ApiError> {
+    if req.logprobs == Some(true) || req.top_logprobs.is_some_and(|k| k > 0) {
+        return Err(ApiError::unsupported(
+            "logprobs",
+            "logprobs are not supported by this node yet",
+        ));
+    }
+    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+        return Err(ApiError::unsupported(
+            "tools",
+            "tools (function calling) are not supported by this node yet",
+        ));
+    }
+    match &req.tool_choice {
+        None => {}
+        Some(Value::String(s)) if s == "none" || s == "auto" => {}
+        Some(_) => {
+            return Err(ApiError::unsupported(
+                "tool_choice",
+                "tool_choice is not supported by this node yet: it needs tools",
+            ))
+        }
+    }
+    if let Some(f) = &req.response_format {
+        if f.get("type").and_then(Value::as_str) != Some("text") {
+            return Err(ApiError::unsupported(
+                "response_format",
+                "response_format other than text (JSON mode, JSON schema) is not supported by this node yet",
+            ));
+        }
+    }
+    if req.logit_bias.as_ref().is_some_and(|b| !b.is_empty()) {
+        return Err(ApiError::unsupported(
+            "logit_bias",
+            "logit_bias is not supported by this node",
+        ));
+    }
+    if req.echo == Some(true) {
+        return Err(ApiError::unsupported(
+            "echo",
+            "echo is not supported by this node",
+        ));
+    }
+    if req.best_of.is_some_and(|b| b != 1) {
+        return Err(ApiError::unsupported(
+            "best_of",
+            "best_of is not supported by this node",
+        ));
+    }
+    if req.suffix.as_ref().is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::unsupported(
+            "suffix",
+            "suffix is not supported by this node",
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize)]
@@ -588,6 +799,24 @@ fn finish_str(f: FinishReason) -> &'static str {
     }
 }
 
+/// A model by name or id, registered on the ledger.
+pub(crate) fn find_model(st: &vouch_state::State, name: &str) -> Option<Hash32> {
+    st.models
+        .iter()
+        .find(|(_, m)| m.name == name)
+        .map(|(id, _)| *id)
+        .or_else(|| {
+            name.parse::<Hash32>()
+                .ok()
+                .filter(|h| st.models.contains_key(h))
+        })
+}
+
+/// A fresh id for a streamed response (128 random bits: two streams never share one).
+fn response_id(prefix: &str) -> String {
+    format!("{prefix}-{:032x}", rand::random::<u128>())
+}
+
 async fn complete(
     AxState(s): AxState<AppState>,
     headers: HeaderMap,
@@ -597,99 +826,163 @@ async fn complete(
     let (key_id, mut rec) = load_key(&s, &headers)?;
     let Json(req) =
         body.map_err(|e| ApiError::bad_request(format!("malformed request: {}", e.body_text())))?;
+    refuse_unsupported(&req)?;
     let provider = s
         .provider
         .clone()
         .ok_or_else(|| ApiError::unavailable("this node does not run a provider"))?;
     let st = s.chain.state();
-    let model_id = st
-        .models
-        .iter()
-        .find(|(_, m)| m.name == req.model)
-        .map(|(id, _)| *id)
-        .or_else(|| {
+    let model_id = find_model(&st, &req.model).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "unknown model {:?}; GET /v1/models lists them",
             req.model
-                .parse::<Hash32>()
-                .ok()
-                .filter(|h| st.models.contains_key(h))
-        })
-        .ok_or_else(|| {
-            ApiError::not_found(format!(
-                "unknown model {:?}; GET /v1/models lists them",
-                req.model
-            ))
-        })?;
+        ))
+        .with_code("model_not_found")
+        .with_param("model")
+    })?;
     if model_id != provider.model_id {
         return Err(ApiError::not_found(format!(
             "no provider on this gateway serves {}",
             req.model
-        )));
+        ))
+        .with_code("model_not_found")
+        .with_param("model"));
     }
-    let max_tokens = req
-        .max_completion_tokens
-        .or(req.max_tokens)
-        .unwrap_or(i64::from(DEFAULT_MAX_TOKENS));
-    if max_tokens < 1 || max_tokens > i64::from(MAX_TOKENS) {
-        return Err(ApiError::bad_request(format!(
-            "max_tokens must be between 1 and {MAX_TOKENS}"
-        )));
-    }
-    let max_tokens = max_tokens as u32;
-    let (messages, raw) = if chat {
+    let n = req.n.unwrap_or(1);
+    // The prompts: one chat, or one or more completion prompts.
+    let (messages, raws) = if chat {
+        if req.prompt.is_some() {
+            return Err(
+                ApiError::bad_request("chat completions take messages, not prompt")
+                    .with_param("prompt"),
+            );
+        }
         let m = req
             .messages
-            .clone()
-            .ok_or_else(|| ApiError::bad_request("messages is required"))?;
-        (Some(m), None)
+            .ok_or_else(|| ApiError::bad_request("messages is required").with_param("messages"))?;
+        (Some(to_messages(m)?), vec![None])
     } else {
-        (
-            None,
-            Some(
-                req.prompt
-                    .clone()
-                    .ok_or_else(|| ApiError::bad_request("prompt is required"))?,
-            ),
-        )
+        let p = match req.prompt {
+            None => {
+                return Err(
+                    ApiError::bad_request("prompt is required").with_param("prompt")
+                )
+            }
+            Some(PromptIn::One(p)) => vec![p],
+            Some(PromptIn::Many(v)) if !v.is_empty() => v,
+            Some(PromptIn::Many(_)) => {
+                return Err(ApiError::bad_request("prompt must not be an empty list")
+                    .with_param("prompt"))
+            }
+            Some(PromptIn::Tokens(_)) => {
+                return Err(ApiError::unsupported(
+                    "prompt",
+                    "prompt as token ids is not supported: send the text (a receipt commits to the exact text)",
+                ))
+            }
+        };
+        (None, p.into_iter().map(Some).collect())
     };
-    let (kind, prompt) = render(
-        messages.as_deref(),
-        raw.as_deref(),
-        provider.system_default.as_deref(),
-    )
-    .map_err(ApiError::bad_request)?;
-    if prompt.len() > MAX_PROMPT_BYTES {
+    if n < 1 || (n as usize).saturating_mul(raws.len()) > MAX_CHOICES {
         return Err(ApiError::bad_request(format!(
-            "prompt is {} bytes, the limit is {MAX_PROMPT_BYTES}",
-            prompt.len()
-        )));
+            "n times the number of prompts must be between 1 and {MAX_CHOICES}"
+        ))
+        .with_param("n"));
     }
-    // A place in the local queue before the work of counting tokens; 429 when full,
-    // unless other providers can take the job.
+    let n = n as usize;
+    let stop = match req.stop {
+        None => Vec::new(),
+        Some(StopIn::One(s)) => vec![s],
+        Some(StopIn::Many(v)) => v,
+    };
+    let temperature = req.temperature.unwrap_or(0.0);
+    let top_p = req.top_p.unwrap_or(1.0);
+    let base = Sampling {
+        temperature,
+        top_p,
+        seed: req.seed.unwrap_or_else(rand::random),
+        max_tokens: 1,
+        presence_penalty: req.presence_penalty.unwrap_or(0.0),
+        frequency_penalty: req.frequency_penalty.unwrap_or(0.0),
+    };
+    vouch_node::provider::check_sampling(&base, &stop).map_err(|e| {
+        let param = if e.message.contains("stop") {
+            "stop"
+        } else if e.message.contains("penalty") {
+            if e.message.starts_with("presence") {
+                "presence_penalty"
+            } else {
+                "frequency_penalty"
+            }
+        } else if e.message.starts_with("temperature") {
+            "temperature"
+        } else {
+            "top_p"
+        };
+        ApiError::from(e).with_param(param)
+    })?;
+    let requested = req.max_completion_tokens.or(req.max_tokens);
+    if let Some(m) = requested {
+        if m < 1 || m > provider.context as i64 {
+            return Err(ApiError::bad_request(format!(
+                "max_tokens must be between 1 and the model's context of {}",
+                provider.context
+            ))
+            .with_param("max_tokens"));
+        }
+    }
+    // Each prompt rendered and counted; max_tokens defaults to the room left.
+    let mut prompts = Vec::with_capacity(raws.len());
     let permit = match (provider.admit(), &s.dispatch) {
         (Ok(p), _) => Some(p),
         (Err(e), None) => return Err(e.into()),
         (Err(_), Some(_)) => None,
     };
-    let prompt_tokens = provider.count_tokens(&prompt).await?;
-    if prompt_tokens + max_tokens as usize > provider.context {
-        return Err(ApiError::bad_request(format!(
-            "prompt of {prompt_tokens} tokens plus max_tokens {max_tokens} exceeds the model's context of {}",
-            provider.context
-        )));
-    }
-    let temperature = req.temperature.unwrap_or(0.0);
-    let top_p = req.top_p.unwrap_or(1.0);
-    if !(0.0..=2.0).contains(&temperature) || top_p <= 0.0 || top_p > 1.0 {
-        return Err(ApiError::bad_request(
-            "temperature must be in [0, 2] and top_p in (0, 1]",
-        ));
+    for raw in &raws {
+        let (kind, prompt) = render(
+            messages.as_deref(),
+            raw.as_deref(),
+            provider.system_default.as_deref(),
+        )
+        .map_err(|m| {
+            ApiError::bad_request(m).with_param(if chat { "messages" } else { "prompt" })
+        })?;
+        if prompt.len() > MAX_PROMPT_BYTES {
+            return Err(ApiError::bad_request(format!(
+                "prompt is {} bytes, the limit is {MAX_PROMPT_BYTES}",
+                prompt.len()
+            ))
+            .with_param(if chat { "messages" } else { "prompt" }));
+        }
+        let prompt_tokens = provider.count_tokens(&prompt).await?;
+        let room = provider.context.saturating_sub(prompt_tokens);
+        let max_tokens = match requested {
+            Some(m) => m as usize,
+            None => room,
+        };
+        if max_tokens == 0 || prompt_tokens + max_tokens > provider.context {
+            let message = match requested {
+                Some(m) => format!(
+                    "prompt of {prompt_tokens} tokens plus max_tokens {m} exceeds the model's context of {}",
+                    provider.context
+                ),
+                None => format!(
+                    "prompt of {prompt_tokens} tokens leaves no room in the model's context of {}",
+                    provider.context
+                ),
+            };
+            return Err(ApiError::bad_request(message)
+                .with_code("context_length_exceeded")
+                .with_param(if chat { "messages" } else { "prompt" }));
+        }
+        prompts.push((kind, prompt, raw.clone(), prompt_tokens, max_tokens as u32));
     }
     let prefer = req
         .provider
         .as_deref()
         .map(|p| {
             p.parse::<Hash32>()
-                .map_err(|e| ApiError::bad_request(format!("provider: {e}")))
+                .map_err(|e| ApiError::bad_request(format!("provider: {e}")).with_param("provider"))
         })
         .transpose()?;
     let local_price = st
@@ -704,39 +997,51 @@ async fn complete(
             .map(|c| c.price_per_token)
             .fold(local_price, u64::max)
     });
-    let tokens = prompt_tokens as u64 + u64::from(max_tokens);
+    let all_tokens: u64 = prompts
+        .iter()
+        .map(|p| (p.3 as u64 + u64::from(p.4)) * n as u64)
+        .sum();
     let budget = reserve(
         &s,
         key_id,
         &mut rec,
-        top_price.saturating_mul(tokens),
-        st.params.min_tx_fee,
+        top_price.saturating_mul(all_tokens),
+        st.params
+            .min_tx_fee
+            .saturating_mul((prompts.len() * n) as u64),
     )?;
     let wallet = wallet_key(&s, &rec)?;
-    let input = match kind {
-        ReceiptKind::Completion => Input::Completion(prompt.clone()),
-        _ => Input::Chat(messages.clone().unwrap_or_default()),
-    };
-    let plan = Plan {
-        s: s.clone(),
-        local: provider.clone(),
-        permit,
-        model: model_id,
-        input_hash: Receipt::hash_input(kind, &prompt),
-        input,
-        sampling: Sampling {
-            temperature,
-            top_p,
-            seed: req.seed.unwrap_or_else(rand::random),
-            max_tokens,
-        },
-        messages,
-        raw,
-        tokens,
-        local_price,
-        wallet,
-        prefer,
-    };
+    // One plan per choice: prompt p, sample j, seed + j (each its own job and receipt).
+    let mut permit = permit;
+    let mut plans = Vec::with_capacity(prompts.len() * n);
+    for (kind, prompt, raw, prompt_tokens, max_tokens) in prompts {
+        for j in 0..n {
+            let input = match kind {
+                ReceiptKind::Completion => Input::Completion(prompt.clone()),
+                _ => Input::Chat(messages.clone().unwrap_or_default()),
+            };
+            plans.push(Plan {
+                s: s.clone(),
+                local: provider.clone(),
+                permit: permit.take(),
+                model: model_id,
+                input_hash: Receipt::hash_input(kind, &prompt),
+                input,
+                sampling: Sampling {
+                    seed: base.seed.wrapping_add(j as u64),
+                    max_tokens,
+                    ..base
+                },
+                stop: stop.clone(),
+                messages: messages.clone(),
+                raw: raw.clone(),
+                tokens: prompt_tokens as u64 + u64::from(max_tokens),
+                local_price,
+                wallet: wallet.clone(),
+                prefer,
+            });
+        }
+    }
     let created = vouch_node::clock::now_ms() / 1000;
     let model_name = req.model.clone();
     let object = if chat {
@@ -744,41 +1049,64 @@ async fn complete(
     } else {
         "text_completion"
     };
-    if !req.stream {
-        let Answer {
-            done,
-            price,
-            failover,
-        } = plan.execute(None).await?;
-        let r = &done.receipt;
-        let usage = usage(r);
-        budget.settle(charge(price, r), &[done.job], None);
-        let choice = if chat {
-            json!({"index": 0, "message": {"role": "assistant", "content": r.output}, "finish_reason": finish_str(r.finish_reason), "logprobs": null})
+    let choice_body = move |i: usize, r: &Receipt| {
+        if chat {
+            json!({"index": i, "message": {"role": "assistant", "content": r.output, "refusal": null},
+                   "finish_reason": finish_str(r.finish_reason), "logprobs": null, "receipt": r.id()})
         } else {
-            json!({"index": 0, "text": r.output, "finish_reason": finish_str(r.finish_reason), "logprobs": null})
-        };
-        let body = json!({
-            "id": format!("job-{}", done.job), "object": object, "created": created, "model": model_name,
-            "choices": [choice], "usage": usage,
-            "receipt": r.id(), "receipt_url": format!("/v1/receipts/{}", r.id()),
-            "vouch": vouch_info(&done, &failover),
+            json!({"index": i, "text": r.output, "finish_reason": finish_str(r.finish_reason),
+                   "logprobs": null, "receipt": r.id()})
+        }
+    };
+    if !req.stream {
+        let mut answers: Vec<Answer> = Vec::with_capacity(plans.len());
+        let mut charged = 0u64;
+        for plan in plans {
+            match plan.execute(None).await {
+                Ok(a) => {
+                    charged = charged.saturating_add(charge(a.price, &a.done.receipt));
+                    answers.push(a);
+                }
+                Err(e) => {
+                    // Choices answered before the failure were committed and are paid.
+                    let jobs: Vec<Hash32> = answers.iter().map(|a| a.done.job).collect();
+                    budget.settle(charged, &jobs, None);
+                    return Err(e);
+                }
+            }
+        }
+        let jobs: Vec<Hash32> = answers.iter().map(|a| a.done.job).collect();
+        budget.settle(charged, &jobs, None);
+        let choices: Vec<Value> = answers
+            .iter()
+            .enumerate()
+            .map(|(i, a)| choice_body(i, &a.done.receipt))
+            .collect();
+        let receipts: Vec<Receipt> = answers.iter().map(|a| a.done.receipt.clone()).collect();
+        let first = &answers[0];
+        let mut body = json!({
+            "id": format!("job-{}", first.done.job), "object": object, "created": created, "model": model_name,
+            "choices": choices, "usage": usage(&receipts),
+            "receipt": first.done.receipt.id(), "receipt_url": format!("/v1/receipts/{}", first.done.receipt.id()),
+            "vouch": vouch_info(&first.done, &first.failover),
         });
+        if chat {
+            body["system_fingerprint"] = json!(vouch_inference::ENGINE_NAME);
+        }
+        if answers.len() > 1 {
+            body["receipts"] = json!(receipts.iter().map(Receipt::id).collect::<Vec<_>>());
+        }
         let mut resp = Json(body).into_response();
-        receipt_headers(&mut resp, &done);
+        receipt_headers(&mut resp, &first.done);
         return Ok(resp);
     }
 
-    // Streaming: text deltas as they are generated, then the finish chunk with the
-    // receipt id, the usage chunk if asked for, and [DONE].
+    // Streaming: for each choice in turn, text deltas as they are generated, then its
+    // finish chunk with its receipt; the usage chunk if asked for; [DONE].
     let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
-    let (tx_text, mut rx_text) = tokio::sync::mpsc::unbounded_channel::<String>();
     let (tx_ev, rx_ev) =
         tokio::sync::mpsc::unbounded_channel::<Result<SseEvent, std::convert::Infallible>>();
-    let id = format!(
-        "job-{}",
-        Hash32::digest("stream", &[&created.to_le_bytes(), key_id.as_bytes()]).short()
-    );
+    let id = response_id(if chat { "chatcmpl" } else { "cmpl" });
     let chunk_object = if chat {
         "chat.completion.chunk"
     } else {
@@ -786,11 +1114,11 @@ async fn complete(
     };
     let mk = {
         let (id, model_name) = (id.clone(), model_name.clone());
-        move |delta: Value, finish: Value, extra: Option<(&str, Value)>| {
+        move |index: usize, delta: Value, finish: Value, extra: Option<(&str, Value)>| {
             let choice = if chat {
-                json!({"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null})
+                json!({"index": index, "delta": delta, "finish_reason": finish, "logprobs": null})
             } else {
-                json!({"index": 0, "text": delta.get("content").cloned().unwrap_or(json!("")), "finish_reason": finish, "logprobs": null})
+                json!({"index": index, "text": delta.get("content").cloned().unwrap_or(json!("")), "finish_reason": finish, "logprobs": null})
             };
             let mut v = json!({"id": id, "object": chunk_object, "created": created, "model": model_name, "choices": [choice]});
             if let Some((k, x)) = extra {
@@ -799,45 +1127,63 @@ async fn complete(
             SseEvent::default().data(v.to_string())
         }
     };
-    let first = mk(
-        json!({"role": "assistant", "content": ""}),
-        Value::Null,
-        None,
-    );
-    let _ = tx_ev.send(Ok(first));
-    let forward = {
-        let (tx_ev, mk) = (tx_ev.clone(), mk.clone());
-        tokio::spawn(async move {
-            while let Some(t) = rx_text.recv().await {
-                let _ = tx_ev.send(Ok(mk(json!({"content": t}), Value::Null, None)));
-            }
-        })
-    };
     tokio::spawn(async move {
-        let r = plan.execute(Some(tx_text)).await;
-        let _ = forward.await;
-        match r {
-            Ok(Answer {
-                done,
-                price,
-                failover,
-            }) => {
-                let r = &done.receipt;
-                budget.settle(charge(price, r), &[done.job], None);
-                let _ = tx_ev.send(Ok(mk(
-                    json!({}),
-                    json!(finish_str(r.finish_reason)),
-                    Some(("vouch", vouch_info(&done, &failover))),
-                )));
+        let mut done_receipts: Vec<Receipt> = Vec::new();
+        let mut jobs = Vec::new();
+        let mut charged = 0u64;
+        let mut failed = None;
+        for (index, plan) in plans.into_iter().enumerate() {
+            let (tx_text, mut rx_text) = tokio::sync::mpsc::unbounded_channel::<String>();
+            let _ = tx_ev.send(Ok(mk(
+                index,
+                json!({"role": "assistant", "content": "", "refusal": null}),
+                Value::Null,
+                None,
+            )));
+            let forward = {
+                let (tx_ev, mk) = (tx_ev.clone(), mk.clone());
+                tokio::spawn(async move {
+                    while let Some(t) = rx_text.recv().await {
+                        let _ = tx_ev.send(Ok(mk(index, json!({"content": t}), Value::Null, None)));
+                    }
+                })
+            };
+            let r = plan.execute(Some(tx_text)).await;
+            let _ = forward.await;
+            match r {
+                Ok(Answer {
+                    done,
+                    price,
+                    failover,
+                }) => {
+                    let r = &done.receipt;
+                    charged = charged.saturating_add(charge(price, r));
+                    jobs.push(done.job);
+                    let _ = tx_ev.send(Ok(mk(
+                        index,
+                        json!({}),
+                        json!(finish_str(r.finish_reason)),
+                        Some(("vouch", vouch_info(&done, &failover))),
+                    )));
+                    done_receipts.push(done.receipt);
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        budget.settle(charged, &jobs, None);
+        match failed {
+            None => {
                 if include_usage {
                     let v = json!({"id": id, "object": chunk_object, "created": created, "model": model_name,
-                                   "choices": [], "usage": usage(r)});
+                                   "choices": [], "usage": usage(&done_receipts)});
                     let _ = tx_ev.send(Ok(SseEvent::default().data(v.to_string())));
                 }
             }
-            Err(e) => {
-                drop(budget);
-                let v = json!({"error": {"message": e.message, "type": e.kind, "code": e.status.as_u16()}});
+            Some(e) => {
+                let v = json!({"error": e.body()});
                 let _ = tx_ev.send(Ok(SseEvent::default().data(v.to_string())));
             }
         }
@@ -880,6 +1226,7 @@ struct Plan {
     input_hash: Hash32,
     input: Input,
     sampling: Sampling,
+    stop: Vec<String>,
     messages: Option<Vec<Message>>,
     raw: Option<String>,
     /// Prompt tokens plus `max_tokens`: what the escrow covers at the provider's price.
@@ -958,7 +1305,7 @@ impl Plan {
                         .run_escrowed(
                             &self.s.chain,
                             Escrow::Custodial(self.wallet.clone(), action),
-                            Work::Generate(self.input.clone(), self.sampling),
+                            Work::Generate(self.input.clone(), self.sampling, self.stop.clone()),
                             attempt_sink,
                         )
                         .await;
@@ -993,6 +1340,9 @@ impl Plan {
                         top_p: self.sampling.top_p,
                         seed: self.sampling.seed,
                         max_tokens: self.sampling.max_tokens,
+                        stop: self.stop.clone(),
+                        presence_penalty: self.sampling.presence_penalty,
+                        frequency_penalty: self.sampling.frequency_penalty,
                     };
                     d.run_remote(provider, peer, req, attempt_sink).await
                 }
@@ -1083,9 +1433,16 @@ fn receipt_headers(resp: &mut Response, d: &vouch_node::provider::Done) {
     }
 }
 
-fn usage(r: &Receipt) -> Value {
-    let p = r.prompt_tokens as u64;
-    let c = r.output_tokens.len() as u64;
+/// Token counts over the choices' receipts. A prompt is counted once however many
+/// choices it had (OpenAI's rule), though each choice's job pays for its own prefill.
+fn usage(rs: &[Receipt]) -> Value {
+    let mut seen = BTreeSet::new();
+    let p: u64 = rs
+        .iter()
+        .filter(|r| seen.insert(r.input_hash))
+        .map(|r| r.prompt_tokens as u64)
+        .sum();
+    let c: u64 = rs.iter().map(|r| r.output_tokens.len() as u64).sum();
     json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c})
 }
 
@@ -1147,6 +1504,8 @@ pub async fn pay(
 pub enum EmbeddingInput {
     One(String),
     Many(Vec<String>),
+    /// Token ids (one list or a list of lists): refused, see [`embeddings`].
+    Tokens(Vec<Value>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -1155,6 +1514,8 @@ pub struct EmbeddingRequest {
     input: EmbeddingInput,
     #[serde(default)]
     encoding_format: Option<String>,
+    #[serde(default)]
+    dimensions: Option<i64>,
 }
 
 /// Most texts in one embeddings request.
@@ -1178,22 +1539,13 @@ pub async fn embeddings(
         .clone()
         .ok_or_else(|| ApiError::not_found("no embedding model is served here"))?;
     let st = s.chain.state();
-    let known = st
-        .models
-        .iter()
-        .find(|(_, m)| m.name == req.model)
-        .map(|(id, _)| *id)
-        .or_else(|| {
-            req.model
-                .parse::<Hash32>()
-                .ok()
-                .filter(|h| st.models.contains_key(h))
-        });
-    if known != Some(embedder.id()) {
+    if find_model(&st, &req.model) != Some(embedder.id()) {
         return Err(ApiError::not_found(format!(
             "unknown embedding model {:?}; GET /v1/models lists them",
             req.model
-        )));
+        ))
+        .with_code("model_not_found")
+        .with_param("model"));
     }
     let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,
@@ -1204,9 +1556,29 @@ pub async fn embeddings(
             )))
         }
     };
+    if let Some(d) = req.dimensions {
+        if d != embedder.dim() as i64 {
+            return Err(ApiError::unsupported(
+                "dimensions",
+                format!(
+                    "this embedding model gives {} dimensions and cannot shorten its vectors; omit dimensions or ask for {}",
+                    embedder.dim(),
+                    embedder.dim()
+                ),
+            ));
+        }
+    }
     let texts = match req.input {
         EmbeddingInput::One(t) => vec![t],
         EmbeddingInput::Many(v) => v,
+        // Ids of another tokenizer (LangChain sends OpenAI's by default) mean nothing to
+        // this model, and a receipt commits to text.
+        EmbeddingInput::Tokens(_) => {
+            return Err(ApiError::unsupported(
+                "input",
+                "input as token ids is not supported: send the texts (LangChain: OpenAIEmbeddings(check_embedding_ctx_length=False))",
+            ))
+        }
     };
     if texts.is_empty() || texts.len() > MAX_EMBEDDING_INPUTS {
         return Err(ApiError::bad_request(format!(

@@ -51,6 +51,8 @@ pub struct NodeConfig {
     pub follow_models: bool,
     /// Connection limit and timeouts of the HTTP server.
     pub http: server::HttpLimits,
+    /// Browser origins allowed to call the API.
+    pub cors: api::CorsOrigins,
 }
 
 /// Default provider queue depth.
@@ -235,7 +237,8 @@ pub async fn start(cfg: NodeConfig, engine: Box<dyn Engine>) -> Result<Running> 
         blobs,
         public_api: public_api.map(Arc::new),
         keystore,
-    });
+    })
+    .layer(api::cors(cfg.cors));
     let limits = cfg.http;
     tasks.push(tokio::spawn(async move {
         server::serve(listener, router, limits, metrics, shutdown_rx)

@@ -34,6 +34,7 @@ fn expected(n: &Node, content: &str, max_tokens: u32) -> Receipt {
             &random_key(),
             &Input::Chat(vec![Message::user(content)]),
             Sampling::greedy(max_tokens),
+            &[],
             0,
             &mut |_| {},
         )
@@ -215,9 +216,15 @@ async fn accounts_blocks_and_unknown_routes() {
         "invalid_request_error",
         "height must be a number",
     );
+    // Unknown routes answer a JSON 404 naming the path.
     let (s, _, body) = n.call(common::get("/v1/nothing-here", None)).await;
-    assert_eq!(s, StatusCode::NOT_FOUND);
-    assert!(body.is_empty());
+    assert_error(
+        (s, json_of(&body)),
+        404,
+        "not_found_error",
+        "no route /v1/nothing-here",
+    );
+    assert_eq!(json_of(&body)["error"]["code"], "unknown_url");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -306,6 +313,7 @@ async fn chat_is_deterministic_when_greedy_and_follows_the_seed_when_sampling() 
             &random_key(),
             &Input::Chat(vec![Message::user("same")]),
             sampling,
+            &[],
             0,
             &mut |_| {},
         )
@@ -426,7 +434,7 @@ async fn an_engine_failure_is_500_and_charges_nothing_plain_or_streamed() {
     assert_eq!(events.last().unwrap(), "[DONE]");
     let err: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
     assert_eq!(err["error"]["type"], "internal_error", "{err}");
-    assert_eq!(err["error"]["code"], 500);
+    assert_eq!(err["error"]["code"], "internal_error");
     assert!(err["error"]["message"]
         .as_str()
         .unwrap()
@@ -448,6 +456,7 @@ async fn legacy_completions_run_the_raw_prompt() {
             &random_key(),
             &Input::Completion("Once upon a time".into()),
             Sampling::greedy(16),
+            &[],
             0,
             &mut |_| {},
         )
@@ -509,7 +518,7 @@ async fn embeddings_are_refused_clearly_without_an_embedder() {
         )
         .await,
         401,
-        "invalid_api_key",
+        "authentication_error",
         "missing API key",
     );
     assert_error(
@@ -550,7 +559,7 @@ async fn empty_or_missing_messages_are_400() {
         .await,
         400,
         "invalid_request_error",
-        "malformed request",
+        "messages[0].content is required",
     );
 }
 
@@ -586,17 +595,17 @@ async fn temperature_and_top_p_out_of_range_are_400_and_the_bounds_pass() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn max_tokens_outside_1_to_2048_is_400() {
+async fn max_tokens_outside_1_to_the_context_is_400() {
     let n = Node::start().await;
     let k = n.key(0, UNIT).await;
-    for m in [json!(0), json!(-5), json!(2049), json!(i64::MAX)] {
+    for m in [json!(0), json!(-5), json!(4097), json!(i64::MAX)] {
         let mut b = n.chat_body("x", 1);
         b["max_tokens"] = m.clone();
         assert_error(
             chat(&n, &k.api_key, &b).await,
             400,
             "invalid_request_error",
-            "max_tokens must be between 1 and 2048",
+            "max_tokens must be between 1 and the model's context of 4096",
         );
     }
     let mut b = n.chat_body("x", 1);
@@ -607,8 +616,8 @@ async fn max_tokens_outside_1_to_2048_is_400() {
         "invalid_request_error",
         "malformed request",
     );
-    // The largest is accepted (the context is 4096).
-    let (s, v) = chat(&n, &k.api_key, &n.chat_body("x", 2048)).await;
+    // Beyond the old cap of 2048: the bound is the context (4096).
+    let (s, v) = chat(&n, &k.api_key, &n.chat_body("x", 3000)).await;
     assert_eq!(s, StatusCode::OK, "{v}");
 }
 
@@ -692,7 +701,12 @@ async fn malformed_json_and_a_missing_content_type_are_400() {
     let (s, _, b) = n
         .call(post_raw("/v1/chat/completions", b"{".to_vec(), None))
         .await;
-    assert_error((s, json_of(&b)), 401, "invalid_api_key", "missing API key");
+    assert_error(
+        (s, json_of(&b)),
+        401,
+        "authentication_error",
+        "missing API key",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -780,14 +794,14 @@ async fn missing_wrong_or_malformed_keys_are_401() {
     assert_error(
         n.post("/v1/chat/completions", &body, None).await,
         401,
-        "invalid_api_key",
+        "authentication_error",
         "missing API key (Authorization: Bearer <key>)",
     );
     assert_error(
         n.post("/v1/chat/completions", &body, Some("vk-wrong"))
             .await,
         401,
-        "invalid_api_key",
+        "authentication_error",
         "invalid API key",
     );
     let req = Request::post("/v1/chat/completions")
@@ -796,18 +810,23 @@ async fn missing_wrong_or_malformed_keys_are_401() {
         .body(Body::from(body.to_string()))
         .unwrap();
     let (s, _, b) = n.call(req).await;
-    assert_error((s, json_of(&b)), 401, "invalid_api_key", "missing API key");
+    assert_error(
+        (s, json_of(&b)),
+        401,
+        "authentication_error",
+        "missing API key",
+    );
     assert_error(
         n.get_auth("/v1/wallet", "vk-wrong").await,
         401,
-        "invalid_api_key",
+        "authentication_error",
         "invalid API key",
     );
     // The admin token is not an API key.
     assert_error(
         n.post("/v1/chat/completions", &body, Some(ADMIN)).await,
         401,
-        "invalid_api_key",
+        "authentication_error",
         "invalid API key",
     );
 }
@@ -821,21 +840,21 @@ async fn admin_endpoints_need_the_admin_token() {
         assert_error(
             n.post("/admin/keys", &new, bearer).await,
             401,
-            "invalid_api_key",
+            "authentication_error",
             "admin token required",
         );
         let (s, _, b) = n.call(common::get("/admin/keys", bearer)).await;
         assert_error(
             (s, json_of(&b)),
             401,
-            "invalid_api_key",
+            "authentication_error",
             "admin token required",
         );
         assert_error(
             n.post(&format!("/admin/keys/{}/revoke", k.id), &json!({}), bearer)
                 .await,
             401,
-            "invalid_api_key",
+            "authentication_error",
             "admin token required",
         );
     }
@@ -906,13 +925,13 @@ async fn admin_creates_lists_and_revokes_keys_and_a_revoked_key_is_refused() {
     assert_error(
         chat(&n, &api_key, &n.chat_body("x", 4)).await,
         401,
-        "invalid_api_key",
+        "authentication_error",
         "this API key was revoked",
     );
     assert_error(
         n.get_auth("/v1/wallet", &api_key).await,
         401,
-        "invalid_api_key",
+        "authentication_error",
         "revoked",
     );
     assert_eq!(
@@ -1303,6 +1322,7 @@ async fn a_receipt_signed_by_a_random_key_is_signed_only_never_valid() {
             &stranger,
             &Input::Chat(vec![Message::user("invented")]),
             Sampling::greedy(8),
+            &[],
             1,
             &mut |_| {},
         )
@@ -1321,6 +1341,7 @@ async fn a_receipt_signed_by_a_random_key_is_signed_only_never_valid() {
             &n.keys.provider,
             &Input::Chat(vec![Message::user("invented")]),
             Sampling::greedy(8),
+            &[],
             1,
             &mut |_| {},
         )
@@ -2015,7 +2036,7 @@ async fn every_rejection_uses_the_openai_error_shape() {
     assert_error(
         n.post("/admin/keys", &json!({}), None).await,
         401,
-        "invalid_api_key",
+        "authentication_error",
         "admin token required",
     );
     assert_error(

@@ -31,12 +31,16 @@ impl Message {
 pub struct GenerateRequest {
     pub prompt_ids: Vec<u32>,
     pub sampling: Sampling,
+    /// Stop strings: generation ends at the token after which the decoded output holds
+    /// one (see [`vouch_types::stop`]).
+    pub stop: Vec<String>,
 }
 
 /// The result of generating one sequence.
 #[derive(Debug, Clone)]
 pub struct Generation {
-    /// Generated ids; ends with the stop token when `finish == Stop`.
+    /// Generated ids; ends with the stop token, or the token that completed a stop
+    /// string, when `finish == Stop`.
     pub tokens: Vec<u32>,
     pub finish: FinishReason,
     pub prompt_len: usize,
@@ -221,6 +225,18 @@ impl ChatModel {
                 "top_p {p} out of range (0, 1]"
             )));
         }
+        for (what, x) in [
+            ("presence_penalty", r.sampling.presence_penalty),
+            ("frequency_penalty", r.sampling.frequency_penalty),
+        ] {
+            if !(x.is_finite() && x.abs() <= vouch_types::MAX_PENALTY) {
+                return Err(InferenceError::InvalidRequest(format!(
+                    "{what} {x} out of range [-{m}, {m}]",
+                    m = vouch_types::MAX_PENALTY
+                )));
+            }
+        }
+        vouch_types::stop::check(&r.stop).map_err(InferenceError::InvalidRequest)?;
         let needed = r.prompt_ids.len() + r.sampling.max_tokens as usize;
         if needed > self.context() {
             return Err(InferenceError::ContextOverflow {
@@ -260,6 +276,8 @@ impl ChatModel {
             })
             .collect();
         let mut done = vec![false; reqs.len()];
+        let mut history: Vec<sampling::History> =
+            reqs.iter().map(|_| sampling::History::new()).collect();
         loop {
             let active: Vec<usize> = (0..reqs.len()).filter(|&i| !done[i]).collect();
             if active.is_empty() {
@@ -346,14 +364,16 @@ impl ChatModel {
             for (a, &i) in active.iter().enumerate() {
                 let g = &mut out[i];
                 let s = &reqs[i].sampling;
-                let tok = sampling::sample(
-                    &logits[a * vocab..(a + 1) * vocab],
-                    s,
-                    g.tokens.len() as u32,
-                );
+                let row = history[i].apply(&logits[a * vocab..(a + 1) * vocab], s);
+                let tok = sampling::sample(&row, s, g.tokens.len() as u32);
+                history[i].push(tok);
                 g.tokens.push(tok);
                 on_token(i, tok);
-                if self.stop.contains(&tok) {
+                // An end-of-sequence token, or a stop string completed by this token.
+                let string_stop = !reqs[i].stop.is_empty()
+                    && vouch_types::stop::cut(&self.tokenizer.decode(&g.tokens)?, &reqs[i].stop)
+                        .is_some();
+                if self.stop.contains(&tok) || string_stop {
                     g.finish = FinishReason::Stop;
                     done[i] = true;
                 } else if g.tokens.len() >= s.max_tokens as usize {

@@ -19,6 +19,38 @@ pub const PROB_MARGIN: f64 = 1e-4;
 /// vocabulary under 100k tokens).
 pub const MIN_PROB: f64 = 1e-9;
 
+/// The output tokens generated so far, as the penalties see them: a count per token.
+/// Generation and verification push every output token in order and ask
+/// [`History::apply`] for the logits the rule picks from at the next position.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    counts: std::collections::HashMap<u32, u32>,
+}
+
+impl History {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn push(&mut self, token: u32) {
+        *self.counts.entry(token).or_insert(0) += 1;
+    }
+    /// The model's logits less the penalties: `presence_penalty` once for every token
+    /// that appeared and `frequency_penalty` per appearance. Borrowed unchanged when the
+    /// sampling has no penalties.
+    pub fn apply<'a>(&self, logits: &'a [f32], s: &Sampling) -> std::borrow::Cow<'a, [f32]> {
+        if !s.has_penalties() || self.counts.is_empty() {
+            return std::borrow::Cow::Borrowed(logits);
+        }
+        let mut v = logits.to_vec();
+        for (&t, &c) in &self.counts {
+            if let Some(l) = v.get_mut(t as usize) {
+                *l -= s.presence_penalty + s.frequency_penalty * c as f32;
+            }
+        }
+        std::borrow::Cow::Owned(v)
+    }
+}
+
 /// The uniform draw for output position `index`.
 pub fn uniform(seed: u64, index: u32) -> f64 {
     let mut h = blake3::Hasher::new_derive_key("vouch 2026 sampling uniform v1");
@@ -178,7 +210,34 @@ mod tests {
             top_p: p,
             seed,
             max_tokens: 16,
+            ..Sampling::greedy(16)
         }
+    }
+
+    #[test]
+    fn penalties_lower_repeated_tokens_and_change_the_pick() {
+        let logits = vec![3.0, 2.5, 0.0];
+        let mut s = params(0.0, 1.0, 0);
+        let mut h = History::new();
+        h.push(0);
+        h.push(0);
+        // No penalty: borrowed as is.
+        assert!(matches!(
+            h.apply(&logits, &s),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        s.presence_penalty = 0.2;
+        s.frequency_penalty = 0.2;
+        let p = h.apply(&logits, &s);
+        assert!((p[0] - 2.4).abs() < 1e-6, "{}", p[0]);
+        assert_eq!(p[1], 2.5);
+        assert_eq!(sample(&p, &s, 0), 1);
+        // The unpenalized pick fails the check against the penalized logits.
+        assert!(check(&p, &s, 0, 0).is_err());
+        // Negative penalties favour repeats.
+        s.presence_penalty = -1.0;
+        s.frequency_penalty = 0.0;
+        assert_eq!(sample(&h.apply(&[2.0, 2.5], &s), &s, 0), 0);
     }
 
     #[test]

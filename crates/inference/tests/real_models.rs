@@ -87,6 +87,7 @@ fn greedy_generation_follows_llama_cpp_reference() {
         let req = GenerateRequest {
             prompt_ids: prompt,
             sampling: Sampling::greedy(reference.len() as u32),
+            stop: Vec::new(),
         };
         let g = m.generate(&req, &mut |_| {}).unwrap();
         match g.tokens.iter().zip(&reference).position(|(a, b)| a != b) {
@@ -134,7 +135,10 @@ fn hidden_states_identical_across_cache_and_batching() {
                 top_p: 0.95,
                 seed: 7 + i as u64,
                 max_tokens: 20,
+                presence_penalty: 0.0,
+                frequency_penalty: 0.0,
             },
+            stop: Vec::new(),
         })
         .collect();
     let single: Vec<_> = reqs

@@ -11,9 +11,7 @@ use vouch_crypto::SigningKey;
 use vouch_inference::chat::{render_chatml, Message};
 use vouch_inference::tokenizer::TextTokenizer;
 use vouch_inference::{fingerprint, ChatModel, InferenceError};
-use vouch_types::{
-    Fingerprint, FinishReason, Hash32, Receipt, ReceiptKind, Sampling, RECEIPT_VERSION,
-};
+use vouch_types::{Fingerprint, FinishReason, Hash32, Receipt, ReceiptKind, Sampling};
 use vouch_verify::attest::{self, Input};
 
 /// A chat engine as the provider role sees it. Every method takes `&self` so token
@@ -37,12 +35,14 @@ pub trait ChatEngine: Send + Sync {
     }
     fn detokenize(&self, ids: &[u32]) -> Result<String, InferenceError>;
     /// Runs one generation, calling `on_token` with each new token id as it is produced,
-    /// and returns the receipt signed by `key`.
+    /// and returns the receipt signed by `key`. Generation ends at the first of `stop`
+    /// the output contains (see [`vouch_types::stop`]).
     fn generate(
         &self,
         key: &SigningKey,
         input: &Input,
         sampling: Sampling,
+        stop: &[String],
         created_at: u64,
         on_token: &mut dyn FnMut(u32),
     ) -> Result<Receipt, InferenceError>;
@@ -101,11 +101,12 @@ impl ChatEngine for ModelEngine {
         key: &SigningKey,
         input: &Input,
         sampling: Sampling,
+        stop: &[String],
         created_at: u64,
         on_token: &mut dyn FnMut(u32),
     ) -> Result<Receipt, InferenceError> {
         let mut model = self.model.lock().unwrap_or_else(|p| p.into_inner());
-        attest::generate(&mut model, key, input, sampling, created_at, on_token)
+        attest::generate(&mut model, key, input, sampling, stop, created_at, on_token)
     }
     fn chat_model(&self) -> Option<Arc<Mutex<ChatModel>>> {
         Some(self.model.clone())
@@ -304,9 +305,11 @@ impl ChatEngine for HashEngine {
         key: &SigningKey,
         input: &Input,
         sampling: Sampling,
+        stop: &[String],
         created_at: u64,
         on_token: &mut dyn FnMut(u32),
     ) -> Result<Receipt, InferenceError> {
+        vouch_types::stop::check(stop).map_err(InferenceError::InvalidRequest)?;
         let (kind, prompt) = match input {
             Input::Chat(m) => (ReceiptKind::Chat, self.render_chat(m)),
             Input::Completion(t) => (ReceiptKind::Completion, t.clone()),
@@ -343,18 +346,29 @@ impl ChatEngine for HashEngine {
         };
         let mut tokens = hash_tokens(&self.id, &input_hash, seed, sampling.max_tokens);
         tokens.truncate(sampling.max_tokens as usize);
+        // Stop strings end the output at the token that completes one, as in the model.
+        let mut stopped = false;
+        if !stop.is_empty() {
+            if let Some(k) = (1..=tokens.len()).find(|&k| {
+                self.detokenize(&tokens[..k])
+                    .is_ok_and(|t| vouch_types::stop::cut(&t, stop).is_some())
+            }) {
+                tokens.truncate(k);
+                stopped = true;
+            }
+        }
         for &t in &tokens {
             if !self.token_delay.is_zero() {
                 std::thread::sleep(self.token_delay);
             }
             on_token(t);
         }
-        let finish = if tokens.len() == sampling.max_tokens as usize {
+        let finish = if !stopped && tokens.len() == sampling.max_tokens as usize {
             FinishReason::Length
         } else {
             FinishReason::Stop
         };
-        let output = self.detokenize(&tokens)?;
+        let output = attest::output_text(self.detokenize(&tokens)?, stop);
         let output_hash = Receipt::hash_output(&output, &tokens);
         let rows = prompt_tokens + tokens.len() - 1;
         let seed_hash = Hash32::digest(
@@ -368,7 +382,7 @@ impl ChatEngine for HashEngine {
         );
         let chunks = fingerprint::commit(&Self::hidden(&seed_hash, rows), HASH_HIDDEN);
         let mut r = Receipt {
-            version: RECEIPT_VERSION,
+            version: Receipt::version_for(stop, &sampling),
             kind,
             model: self.id,
             model_name: self.name.clone(),
@@ -383,6 +397,7 @@ impl ChatEngine for HashEngine {
             embedding: None,
             finish_reason: finish,
             sampling,
+            stop: stop.to_vec(),
             fingerprint: Fingerprint {
                 scheme: fingerprint::SCHEME.to_string(),
                 top_k: fingerprint::TOP_K as u32,
@@ -441,7 +456,7 @@ mod tests {
         let input = Input::Chat(vec![Message::user("Name three colours.")]);
         let mut streamed = Vec::new();
         let r = e
-            .generate(&key(), &input, Sampling::greedy(32), 5, &mut |t| {
+            .generate(&key(), &input, Sampling::greedy(32), &[], 5, &mut |t| {
                 streamed.push(t)
             })
             .unwrap();
@@ -455,14 +470,14 @@ mod tests {
         // Greedy ignores the seed; sampling does not.
         let mut s = Sampling::greedy(32);
         s.seed = 99;
-        let again = e.generate(&key(), &input, s, 5, &mut |_| {}).unwrap();
+        let again = e.generate(&key(), &input, s, &[], 5, &mut |_| {}).unwrap();
         assert_eq!(again.output, r.output);
         s.temperature = 0.7;
-        let sampled = e.generate(&key(), &input, s, 5, &mut |_| {}).unwrap();
+        let sampled = e.generate(&key(), &input, s, &[], 5, &mut |_| {}).unwrap();
         vouch_verify::check_fast(&sampled).unwrap();
         // Short budgets end by length.
         let one = e
-            .generate(&key(), &input, Sampling::greedy(1), 5, &mut |_| {})
+            .generate(&key(), &input, Sampling::greedy(1), &[], 5, &mut |_| {})
             .unwrap();
         assert_eq!(one.output_tokens.len(), 1);
         assert_eq!(one.finish_reason, FinishReason::Length);
@@ -470,7 +485,7 @@ mod tests {
         // The context bounds prompt plus max_tokens.
         let small = HashEngine::new("hash").with_context(40);
         let err = small
-            .generate(&key(), &input, Sampling::greedy(32), 5, &mut |_| {})
+            .generate(&key(), &input, Sampling::greedy(32), &[], 5, &mut |_| {})
             .unwrap_err();
         assert!(
             matches!(err, InferenceError::ContextOverflow { .. }),
@@ -489,6 +504,7 @@ mod tests {
                     &key(),
                     &Input::Completion("x".into()),
                     Sampling::greedy(8),
+                    &[],
                     0,
                     &mut |_| {},
                 )

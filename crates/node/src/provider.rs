@@ -19,7 +19,8 @@ pub const COMMIT_WAIT: Duration = Duration::from_secs(30);
 
 /// What a job computes.
 pub enum Work {
-    Generate(Input, Sampling),
+    /// Generate from the input with the sampling rule, ending at the first stop string.
+    Generate(Input, Sampling, Vec<String>),
     /// Embed the text (an embedding job: `max_tokens` 1 on the ledger, no tokens generated).
     Embed(String),
 }
@@ -72,6 +73,12 @@ pub struct JobRequest {
     #[serde(default, with = "vouch_types::json_u64")]
     pub seed: u64,
     pub max_tokens: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
+    #[serde(default)]
+    pub presence_penalty: f32,
+    #[serde(default)]
+    pub frequency_penalty: f32,
 }
 
 fn one() -> f32 {
@@ -94,6 +101,30 @@ pub fn render(
         (None, Some(p)) => Ok((ReceiptKind::Completion, p.to_string())),
         _ => Err("give exactly one of `messages` and `prompt`".into()),
     }
+}
+
+/// The bounds every generation request must keep: temperature in [0, 2], top_p in
+/// (0, 1], penalties in [-2, 2], and the stop list of [`vouch_types::stop::check`].
+pub fn check_sampling(s: &Sampling, stop: &[String]) -> Result<(), ServeError> {
+    let temperature_ok = (0.0..=2.0).contains(&s.temperature);
+    let top_p_ok = s.top_p > 0.0 && s.top_p <= 1.0;
+    if !temperature_ok || !top_p_ok {
+        return Err(ServeError::invalid(
+            "temperature must be in [0, 2] and top_p in (0, 1]",
+        ));
+    }
+    let m = vouch_types::MAX_PENALTY;
+    for (what, x) in [
+        ("presence_penalty", s.presence_penalty),
+        ("frequency_penalty", s.frequency_penalty),
+    ] {
+        if !(x.is_finite() && x.abs() <= m) {
+            return Err(ServeError::invalid(format!(
+                "{what} must be in [-{m}, {m}]"
+            )));
+        }
+    }
+    vouch_types::stop::check(stop).map_err(ServeError::invalid)
 }
 
 pub fn submit_error(e: SubmitError) -> ServeError {
@@ -223,14 +254,10 @@ impl ProviderRole {
             top_p: req.top_p,
             seed: req.seed,
             max_tokens: req.max_tokens,
+            presence_penalty: req.presence_penalty,
+            frequency_penalty: req.frequency_penalty,
         };
-        let temperature_ok = (0.0..=2.0).contains(&sampling.temperature);
-        let top_p_ok = sampling.top_p > 0.0 && sampling.top_p <= 1.0;
-        if !temperature_ok || !top_p_ok {
-            return Err(ServeError::invalid(
-                "temperature must be in [0, 2] and top_p in (0, 1]",
-            ));
-        }
+        check_sampling(&sampling, &req.stop)?;
         // Check the prompt fits before any money moves.
         let permit = self.admit()?;
         {
@@ -246,7 +273,7 @@ impl ProviderRole {
             ReceiptKind::Completion => Input::Completion(prompt),
             _ => Input::Chat(req.messages.unwrap_or_default()),
         };
-        Ok((tx, Work::Generate(input, sampling), permit))
+        Ok((tx, Work::Generate(input, sampling, req.stop), permit))
     }
 
     /// The models this provider answers jobs for over the network.
@@ -316,7 +343,7 @@ impl ProviderRole {
                 .map_err(|e| ServeError::internal(e.to_string()))?
                 .map_err(|e| ServeError::internal(format!("embedding failed: {e}")))?
             }
-            Work::Generate(input, sampling) => tokio::task::spawn_blocking(move || {
+            Work::Generate(input, sampling, stop) => tokio::task::spawn_blocking(move || {
                 let engine = &me.engine;
                 let mut ids: Vec<u32> = Vec::new();
                 let mut sent = 0usize;
@@ -325,13 +352,19 @@ impl ProviderRole {
                     // Decode the whole prefix so characters split across tokens arrive whole.
                     ids.push(t);
                     if let Ok(text) = engine.detokenize(&ids) {
-                        if text.len() > sent && text.is_char_boundary(sent) {
-                            let _ = sink.send(text[sent..].to_string());
-                            sent = text.len();
+                        // Never past a stop string, and not the bytes that may still
+                        // become one: the rest follows from the receipt's output.
+                        let end = match vouch_types::stop::cut(&text, &stop) {
+                            Some(k) => k,
+                            None => text.len() - vouch_types::stop::pending(&text, &stop),
+                        };
+                        if end > sent && text.is_char_boundary(sent) && text.is_char_boundary(end) {
+                            let _ = sink.send(text[sent..end].to_string());
+                            sent = end;
                         }
                     }
                 };
-                engine.generate(&me.key, &input, sampling, created_at, &mut on_token)
+                engine.generate(&me.key, &input, sampling, &stop, created_at, &mut on_token)
             })
             .await
             .map_err(|e| ServeError::internal(e.to_string()))?

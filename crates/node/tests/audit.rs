@@ -95,12 +95,15 @@ fn a_missing_opening_falls_back_to_re_execution_and_still_catches_a_forgery() {
         top_p: 1.0,
         seed: 0,
         max_tokens: 12,
+        presence_penalty: 0.0,
+        frequency_penalty: 0.0,
     };
     let honest = attest::generate(
         &mut model,
         &keys.provider,
         &input,
         sampling,
+        &[],
         1_500,
         &mut |_| {},
     )

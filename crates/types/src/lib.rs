@@ -12,9 +12,9 @@ pub mod tx;
 
 pub use encoding::{DecodeError, Decoder, Encoder};
 pub use ids::{ContentId, Hash32, IdParseError};
-pub use receipt::{Binding, Inclusion, InclusionProof};
+pub use receipt::{stop, Binding, Inclusion, InclusionProof, MAX_PENALTY};
 pub use receipt::{
     ChunkProof, EmbeddingOutput, Fingerprint, FinishReason, Receipt, ReceiptKind, Sampling,
-    SignedBody, TraceCommitment, MIN_RECEIPT_VERSION, RECEIPT_VERSION,
+    SignedBody, TraceCommitment, MIN_RECEIPT_VERSION, PLAIN_RECEIPT_VERSION, RECEIPT_VERSION,
 };
 pub use tx::{Action, Address, Block, Certificate, Header, Tx, Vote};

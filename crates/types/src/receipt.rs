@@ -12,7 +12,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// decimal string in JSON (a JavaScript reader rounds numbers above 2^53); the signed body
 /// is encoded as in version 1 (with its version number in it), so version 1 receipts keep
 /// their ids and signatures and still verify.
-pub const RECEIPT_VERSION: u32 = 2;
+pub const RECEIPT_VERSION: u32 = 3;
+/// The version written when a receipt uses none of version 3's decoding controls (stop
+/// strings, presence and frequency penalties): such receipts are encoded exactly as in
+/// version 2, so verifiers of version 2 still read them.
+pub const PLAIN_RECEIPT_VERSION: u32 = 2;
 /// The oldest version a verifier accepts.
 pub const MIN_RECEIPT_VERSION: u32 = 1;
 
@@ -78,6 +82,11 @@ impl FinishReason {
 
 /// How tokens were chosen. `temperature == 0` means greedy (the seed is then irrelevant but
 /// still signed).
+///
+/// The penalties (version 3) lower the logit of every token already generated before the
+/// rule picks: by `presence_penalty` once it has appeared and by `frequency_penalty` per
+/// appearance (OpenAI's definition, over the output only). Zero, they are absent from the
+/// JSON and from the signed body.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Sampling {
     pub temperature: f32,
@@ -86,7 +95,18 @@ pub struct Sampling {
     #[serde(with = "crate::json_u64")]
     pub seed: u64,
     pub max_tokens: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub presence_penalty: f32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub frequency_penalty: f32,
 }
+
+fn is_zero(x: &f32) -> bool {
+    *x == 0.0
+}
+
+/// Largest absolute penalty (as OpenAI's API).
+pub const MAX_PENALTY: f32 = 2.0;
 
 impl Sampling {
     pub fn greedy(max_tokens: u32) -> Self {
@@ -95,10 +115,72 @@ impl Sampling {
             top_p: 1.0,
             seed: 0,
             max_tokens,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
         }
     }
     pub fn is_greedy(&self) -> bool {
         self.temperature <= 0.0
+    }
+    /// Whether a penalty changes the logits.
+    pub fn has_penalties(&self) -> bool {
+        self.presence_penalty != 0.0 || self.frequency_penalty != 0.0
+    }
+}
+
+/// Stop strings (version 3): generation ends at the first output token after which the
+/// decoded output contains one of them; the output text is cut before it. See
+/// [`stop_cut`].
+pub mod stop {
+    /// Most stop strings per request (as OpenAI's API).
+    pub const MAX_STOPS: usize = 4;
+    /// Longest stop string, bytes.
+    pub const MAX_STOP_BYTES: usize = 64;
+
+    /// Where the output text ends under `stops`: the byte offset of the earliest
+    /// occurrence of any stop string in `text`, or `None` if none occurs.
+    pub fn cut(text: &str, stops: &[String]) -> Option<usize> {
+        stops
+            .iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| text.find(s.as_str()))
+            .min()
+    }
+
+    /// How many bytes at the end of `text` may still become the start of a stop string:
+    /// a stream must hold them back until the next token decides.
+    pub fn pending(text: &str, stops: &[String]) -> usize {
+        let mut held = 0;
+        for s in stops {
+            for k in (1..s.len()).rev() {
+                if k <= text.len()
+                    && text.is_char_boundary(text.len() - k)
+                    && s.is_char_boundary(k)
+                    && text.ends_with(&s[..k])
+                {
+                    held = held.max(k);
+                    break;
+                }
+            }
+        }
+        held
+    }
+
+    /// Checks a request's stop list: at most [`MAX_STOPS`] non-empty strings of at most
+    /// [`MAX_STOP_BYTES`] bytes.
+    pub fn check(stops: &[String]) -> Result<(), String> {
+        if stops.len() > MAX_STOPS {
+            return Err(format!("at most {MAX_STOPS} stop strings"));
+        }
+        if stops
+            .iter()
+            .any(|s| s.is_empty() || s.len() > MAX_STOP_BYTES)
+        {
+            return Err(format!(
+                "each stop string must be 1 to {MAX_STOP_BYTES} bytes"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -221,7 +303,8 @@ pub struct Receipt {
     pub prompt: String,
     pub input_hash: Hash32,
     pub prompt_tokens: u32,
-    /// Generated text (empty for embeddings).
+    /// Generated text (empty for embeddings). With stop strings, the decoding of
+    /// `output_tokens` cut before the first stop string.
     pub output: String,
     pub output_tokens: Vec<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -229,6 +312,9 @@ pub struct Receipt {
     pub output_hash: Hash32,
     pub finish_reason: FinishReason,
     pub sampling: Sampling,
+    /// Stop strings the request named (version 3; absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
     pub fingerprint: Fingerprint,
     /// Present when the provider committed to its execution trace: the receipt can then
     /// be audited by spot checks as well as by re-execution.
@@ -348,7 +434,33 @@ impl Receipt {
                 .u32(t.positions)
                 .fixed(t.root.as_bytes());
         }
+        // Version 3's decoding controls, appended only when used (so version 2 receipts
+        // and plain version 3 ones encode as before).
+        if self.uses_decoding_controls() {
+            e.u8(2)
+                .f32(self.sampling.presence_penalty)
+                .f32(self.sampling.frequency_penalty)
+                .u32(self.stop.len() as u32);
+            for s in &self.stop {
+                e.str(s);
+            }
+        }
         SignedBody(e.finish())
+    }
+
+    /// Whether the receipt uses a decoding control of version 3 (stop strings or
+    /// penalties); such a receipt must say version 3 or later.
+    pub fn uses_decoding_controls(&self) -> bool {
+        !self.stop.is_empty() || self.sampling.has_penalties()
+    }
+
+    /// The version a new receipt with these fields is written with.
+    pub fn version_for(stop: &[String], sampling: &Sampling) -> u32 {
+        if stop.is_empty() && !sampling.has_penalties() {
+            PLAIN_RECEIPT_VERSION
+        } else {
+            RECEIPT_VERSION
+        }
     }
 
     /// The receipt's id: the hash of its signed body.
@@ -379,6 +491,7 @@ mod tests {
             top_p: 0.9,
             seed: u64::MAX - 1,
             max_tokens: 8,
+            ..Sampling::greedy(8)
         };
         let j = serde_json::to_value(s).unwrap();
         assert_eq!(j["seed"], "18446744073709551614");
@@ -386,6 +499,38 @@ mod tests {
         // Version 1 wrote a number; serde reads it exactly.
         let old = r#"{"temperature":0.7,"top_p":0.9,"seed":18446744073709551614,"max_tokens":8}"#;
         assert_eq!(serde_json::from_str::<Sampling>(old).unwrap(), s);
+    }
+
+    #[test]
+    fn stop_strings_cut_at_the_earliest_and_hold_back_partial_matches() {
+        let stops = vec!["END".to_string(), "\n\n".to_string()];
+        assert_eq!(stop::cut("abc\n\nxEND", &stops), Some(3));
+        assert_eq!(stop::cut("abcEND\n\n", &stops), Some(3));
+        assert_eq!(stop::cut("abc", &stops), None);
+        assert_eq!(stop::pending("abcEN", &stops), 2);
+        assert_eq!(stop::pending("abc\n", &stops), 1);
+        assert_eq!(stop::pending("abc", &stops), 0);
+        // Multi-byte text and stops never split a character.
+        let s = vec!["é!".to_string()];
+        assert_eq!(stop::pending("caf\u{e9}", &s), 2);
+        assert!(stop::check(&vec!["a".to_string(); 5]).is_err());
+        assert!(stop::check(&["".into()]).is_err());
+        assert!(stop::check(&["x".repeat(65)]).is_err());
+        assert!(stop::check(&["x".repeat(64)]).is_ok());
+    }
+
+    #[test]
+    fn penalties_are_absent_from_json_when_zero_and_read_when_missing() {
+        let g = Sampling::greedy(4);
+        let j = serde_json::to_value(g).unwrap();
+        assert!(j.get("presence_penalty").is_none());
+        let p = Sampling {
+            presence_penalty: 0.5,
+            ..g
+        };
+        let j = serde_json::to_value(p).unwrap();
+        assert_eq!(j["presence_penalty"], 0.5);
+        assert_eq!(serde_json::from_value::<Sampling>(j).unwrap(), p);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use vouch_inference::{
 };
 use vouch_types::{
     EmbeddingOutput, Fingerprint, FinishReason, Hash32, Receipt, ReceiptKind, Sampling,
-    RECEIPT_VERSION,
+    PLAIN_RECEIPT_VERSION,
 };
 
 /// What to generate.
@@ -32,6 +32,7 @@ pub fn prepare(
     model: &ChatModel,
     input: &Input,
     sampling: Sampling,
+    stop: &[String],
 ) -> Result<Job, InferenceError> {
     let (kind, prompt) = match input {
         Input::Chat(msgs) => (ReceiptKind::Chat, model.render_chat(msgs)),
@@ -44,6 +45,7 @@ pub fn prepare(
         request: GenerateRequest {
             prompt_ids,
             sampling,
+            stop: stop.to_vec(),
         },
     })
 }
@@ -56,10 +58,10 @@ pub fn receipt_for(
     g: &Generation,
     created_at: u64,
 ) -> Result<Receipt, InferenceError> {
-    let output = model.detokenize(&g.tokens)?;
+    let output = output_text(model.detokenize(&g.tokens)?, &job.request.stop);
     let chunks = fingerprint::commit(&g.hidden, model.hidden_dim());
     let mut r = Receipt {
-        version: RECEIPT_VERSION,
+        version: Receipt::version_for(&job.request.stop, &job.request.sampling),
         kind: job.kind,
         model: model.id(),
         model_name: model.name().to_string(),
@@ -74,6 +76,7 @@ pub fn receipt_for(
         embedding: None,
         finish_reason: g.finish,
         sampling: job.request.sampling,
+        stop: job.request.stop.clone(),
         fingerprint: Fingerprint {
             scheme: fingerprint::SCHEME.to_string(),
             top_k: fingerprint::TOP_K as u32,
@@ -90,16 +93,25 @@ pub fn receipt_for(
     Ok(r)
 }
 
+/// The receipt's output text: the decoded tokens, cut before the first stop string.
+pub fn output_text(mut decoded: String, stop: &[String]) -> String {
+    if let Some(k) = vouch_types::stop::cut(&decoded, stop) {
+        decoded.truncate(k);
+    }
+    decoded
+}
+
 /// Runs one generation with streaming and returns its signed receipt.
 pub fn generate(
     model: &mut ChatModel,
     key: &SigningKey,
     input: &Input,
     sampling: Sampling,
+    stop: &[String],
     created_at: u64,
     on_token: &mut dyn FnMut(u32),
 ) -> Result<Receipt, InferenceError> {
-    let job = prepare(model, input, sampling)?;
+    let job = prepare(model, input, sampling, stop)?;
     let g = model.generate(&job.request, on_token)?;
     receipt_for(model, key, &job, &g, created_at)
 }
@@ -129,7 +141,7 @@ pub fn embed(
 ) -> Result<Receipt, InferenceError> {
     let values = model.embed(text)?;
     let mut r = Receipt {
-        version: RECEIPT_VERSION,
+        version: PLAIN_RECEIPT_VERSION,
         kind: ReceiptKind::Embedding,
         model: model.id(),
         model_name: model.name().to_string(),
@@ -147,6 +159,7 @@ pub fn embed(
         }),
         finish_reason: FinishReason::None,
         sampling: Sampling::greedy(0),
+        stop: Vec::new(),
         fingerprint: Fingerprint::empty("none"),
         trace: None,
         created_at,

@@ -135,6 +135,12 @@ pub fn check_fast(r: &Receipt) -> Result<(), VerifyError> {
             "prompt longer than {MAX_PROMPT_BYTES} bytes"
         )));
     }
+    if r.uses_decoding_controls() && r.version < 3 {
+        return Err(structure(format!(
+            "version {} receipts have no stop strings or penalties",
+            r.version
+        )));
+    }
     if Receipt::hash_input(r.kind, &r.prompt) != r.input_hash {
         return Err(VerifyError::InputHash);
     }
@@ -177,9 +183,15 @@ pub fn check_fast(r: &Receipt) -> Result<(), VerifyError> {
             let s = &r.sampling;
             let temperature_ok = s.temperature.is_finite() && s.temperature >= 0.0;
             let top_p_ok = s.top_p.is_finite() && s.top_p > 0.0 && s.top_p <= 1.0;
-            if !(temperature_ok && top_p_ok) {
+            let penalty_ok = |x: f32| x.is_finite() && x.abs() <= vouch_types::MAX_PENALTY;
+            if !(temperature_ok
+                && top_p_ok
+                && penalty_ok(s.presence_penalty)
+                && penalty_ok(s.frequency_penalty))
+            {
                 return Err(structure("sampling parameters out of range"));
             }
+            vouch_types::stop::check(&r.stop).map_err(structure)?;
             let fp = &r.fingerprint;
             if fp.scheme != fingerprint::SCHEME
                 || fp.top_k as usize != fingerprint::TOP_K
@@ -223,6 +235,11 @@ pub fn check_fast(r: &Receipt) -> Result<(), VerifyError> {
             }
         }
         ReceiptKind::Embedding => {
+            if r.uses_decoding_controls() {
+                return Err(structure(
+                    "an embedding receipt carries stop strings or penalties",
+                ));
+            }
             let Some(e) = &r.embedding else {
                 return Err(structure("embedding receipt without an embedding"));
             };
@@ -371,19 +388,37 @@ fn prepare(r: &Receipt, model: &ChatModel) -> Result<Vec<u32>, VerifyError> {
             "output token {bad} is outside the vocabulary"
         )));
     }
-    if model.detokenize(&r.output_tokens)? != r.output {
+    let decoded = model.detokenize(&r.output_tokens)?;
+    let n = r.output_tokens.len();
+    // Where a stop string first appears in the decoded output: at the last token (the
+    // generation stopped there), earlier (it went on past it) or nowhere.
+    let string_stop = if r.stop.is_empty() || vouch_types::stop::cut(&decoded, &r.stop).is_none() {
+        None
+    } else if vouch_types::stop::cut(&model.detokenize(&r.output_tokens[..n - 1])?, &r.stop)
+        .is_some()
+    {
+        return Err(VerifyError::Finish {
+            reason: r.finish_reason,
+            detail: "generation continued past a stop string".into(),
+        });
+    } else {
+        Some(n - 1)
+    };
+    if attest::output_text(decoded, &r.stop) != r.output {
         return Err(VerifyError::OutputText);
     }
-    let n = r.output_tokens.len();
     let stops: Vec<usize> = (0..n)
         .filter(|&i| model.is_stop(r.output_tokens[i]))
         .collect();
+    let ends_on_stop_token = stops == [n - 1];
     match r.finish_reason {
-        FinishReason::Stop if stops != [n - 1] => {
+        FinishReason::Stop
+            if !(ends_on_stop_token || stops.is_empty() && string_stop.is_some()) =>
+        {
             return Err(VerifyError::Finish {
                 reason: r.finish_reason,
                 detail:
-                    "the output must end with exactly one stop token: it was truncated or extended"
+                    "the output must end with exactly one stop token or at the first stop string: it was truncated or extended"
                         .into(),
             })
         }
@@ -394,6 +429,12 @@ fn prepare(r: &Receipt, model: &ChatModel) -> Result<Vec<u32>, VerifyError> {
                     "generation continued past a stop token at position {}",
                     stops[0]
                 ),
+            })
+        }
+        FinishReason::Length if string_stop.is_some() => {
+            return Err(VerifyError::Finish {
+                reason: r.finish_reason,
+                detail: "generation continued past a stop string".into(),
             })
         }
         _ => {}
@@ -431,14 +472,16 @@ fn compare(
         }
         rep.chunks.push(c);
     }
+    let mut history = sampling::History::new();
     for (pos, &tok) in r.output_tokens.iter().enumerate() {
-        let logits = &s.logits[pos * vocab..(pos + 1) * vocab];
-        sampling::check(logits, &r.sampling, pos as u32, tok).map_err(|source| {
+        let logits = history.apply(&s.logits[pos * vocab..(pos + 1) * vocab], &r.sampling);
+        sampling::check(&logits, &r.sampling, pos as u32, tok).map_err(|source| {
             VerifyError::Sampling {
                 position: pos,
                 source,
             }
         })?;
+        history.push(tok);
         rep.positions_checked += 1;
     }
     Ok(rep)

@@ -621,8 +621,13 @@ pub fn check_spot(
         let logits = model.head(&rows)?;
         let vocab = model.vocab();
         for (j, &i) in samples.iter().enumerate() {
+            // The penalties count the output tokens before position i.
+            let mut history = sampling::History::new();
+            if r.sampling.has_penalties() {
+                r.output_tokens[..i].iter().for_each(|&t| history.push(t));
+            }
             sampling::check(
-                &logits[j * vocab..(j + 1) * vocab],
+                &history.apply(&logits[j * vocab..(j + 1) * vocab], &r.sampling),
                 &r.sampling,
                 i as u32,
                 r.output_tokens[i],

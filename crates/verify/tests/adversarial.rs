@@ -36,7 +36,7 @@ fn cheating_receipt(
     input: &Input,
     s: Sampling,
 ) -> Receipt {
-    let mut r = attest::generate(cheat, &key(66), input, s, 1, &mut |_| {}).unwrap();
+    let mut r = attest::generate(cheat, &key(66), input, s, &[], 1, &mut |_| {}).unwrap();
     r.model = honest_id;
     r.model_name = SMOLLM2_135M.name.to_string();
     vouch_crypto::sign_receipt(&key(66), &mut r);
@@ -83,6 +83,7 @@ fn model_variant_rejected(name: &str) {
         &key(66),
         &chat("Hi"),
         Sampling::greedy(4),
+        &[],
         1,
         &mut |_| {},
     )
@@ -115,7 +116,7 @@ fn weights_perturbed_in_one_layer_are_rejected() {
 
 fn honest_receipt(p: &str, s: Sampling) -> Receipt {
     let mut m = honest_model();
-    attest::generate(&mut m, &key(1), &chat(p), s, 1, &mut |_| {}).unwrap()
+    attest::generate(&mut m, &key(1), &chat(p), s, &[], 1, &mut |_| {}).unwrap()
 }
 
 #[test]
@@ -291,19 +292,31 @@ fn honest_receipts_all_pass() {
             top_p: 1.0,
             seed: i as u64,
             max_tokens: 20,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
         },
         _ => Sampling {
             temperature: 0.5,
             top_p: 0.5,
             seed: i as u64,
             max_tokens: 36,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
         },
     };
     // Singly, with KV cache: 8 prompts x 6 samplings.
     for i in 0..48 {
         let p = ps[i % ps.len()];
-        let r =
-            attest::generate(&mut m, &key(1), &chat(p), sampling_for(i), 1, &mut |_| {}).unwrap();
+        let r = attest::generate(
+            &mut m,
+            &key(1),
+            &chat(p),
+            sampling_for(i),
+            &[],
+            1,
+            &mut |_| {},
+        )
+        .unwrap();
         made("single", vec![r], &mut receipts);
     }
     // Batched, with KV cache: 8 batches of 8.
@@ -311,7 +324,7 @@ fn honest_receipts_all_pass() {
         let jobs: Vec<_> = (0..8)
             .map(|j| {
                 let i = 100 + b * 8 + j;
-                attest::prepare(&m, &chat(ps[(b + j) % ps.len()]), sampling_for(i)).unwrap()
+                attest::prepare(&m, &chat(ps[(b + j) % ps.len()]), sampling_for(i), &[]).unwrap()
             })
             .collect();
         made(
@@ -327,7 +340,7 @@ fn honest_receipts_all_pass() {
                 let i = 300 + b * 4 + j;
                 let mut s = sampling_for(i);
                 s.max_tokens = s.max_tokens.min(10);
-                attest::prepare(&m, &chat(ps[(b * 3 + j) % ps.len()]), s).unwrap()
+                attest::prepare(&m, &chat(ps[(b * 3 + j) % ps.len()]), s, &[]).unwrap()
             })
             .collect();
         made(
@@ -359,4 +372,86 @@ fn honest_receipts_all_pass() {
         "{} honest receipts passed; worst chunk {worst}/1000 entries matched; max relative error {worst_rel:.2e}",
         receipts.len()
     );
+}
+
+/// Stop strings and penalties are part of the sampling rule a receipt commits to: an
+/// honest receipt using them re-executes; a provider that ignored them (and claims them)
+/// or cut its output at a string it was not asked for is caught.
+#[test]
+fn ignored_stop_strings_and_penalties_are_caught_by_reexecution() {
+    let p = "Repeat the word cat ten times, separated by commas.";
+    let plain = honest_receipt(p, Sampling::greedy(24));
+    // Penalties: honest with them, then a cheat that ran without them.
+    let penalized = Sampling {
+        presence_penalty: 1.5,
+        frequency_penalty: 1.0,
+        ..Sampling::greedy(24)
+    };
+    let honest = honest_receipt(p, penalized);
+    assert_eq!(honest.version, 3);
+    assert_ne!(
+        honest.output_tokens, plain.output_tokens,
+        "the penalties must change this answer, or the test shows nothing"
+    );
+    {
+        let mut m = honest_model();
+        check_reexecute(&honest, &mut m, &Tolerance::default()).expect("honest penalized");
+    }
+    let mut cheat = plain.clone();
+    cheat.sampling.presence_penalty = 1.5;
+    cheat.sampling.frequency_penalty = 1.0;
+    cheat.version = 3;
+    vouch_crypto::sign_receipt(&key(1), &mut cheat);
+    check_fast(&cheat).expect("a well-formed lie passes the offline checks");
+    let e = assert_rejected(&cheat, "penalties claimed, not applied");
+    assert!(matches!(e, VerifyError::Sampling { .. }), "{e}");
+
+    // Stop strings: a word from the middle of the plain answer.
+    let words: Vec<&str> = plain.output.split(' ').collect();
+    assert!(words.len() >= 4, "{:?}", plain.output);
+    let stop = vec![format!(" {}", words[2])];
+    assert!(
+        plain.output.contains(&stop[0]),
+        "{stop:?} in {:?}",
+        plain.output
+    );
+    let stopped = {
+        let mut m = honest_model();
+        attest::generate(
+            &mut m,
+            &key(1),
+            &chat(p),
+            Sampling::greedy(24),
+            &stop,
+            1,
+            &mut |_| {},
+        )
+        .unwrap()
+    };
+    assert_eq!(stopped.finish_reason, vouch_types::FinishReason::Stop);
+    assert!(!stopped.output.contains(&stop[0]));
+    assert!(stopped.output_tokens.len() < plain.output_tokens.len());
+    {
+        let mut m = honest_model();
+        check_reexecute(&stopped, &mut m, &Tolerance::default()).expect("honest stopped");
+    }
+    // Ignored: generation went on past the stop string, which the receipt claims.
+    let mut cheat = plain.clone();
+    cheat.stop = stop.clone();
+    cheat.version = 3;
+    cheat.output = attest::output_text(plain.output.clone(), &stop);
+    cheat.output_hash = Receipt::hash_output(&cheat.output, &cheat.output_tokens);
+    vouch_crypto::sign_receipt(&key(1), &mut cheat);
+    check_fast(&cheat).expect("a well-formed lie passes the offline checks");
+    let e = assert_rejected(&cheat, "stop string ignored");
+    assert!(matches!(e, VerifyError::Finish { .. }), "{e}");
+    // Cut short at a stop string the client never asked for: the text is not the
+    // decoding of the tokens under the receipt's (empty) stop list.
+    let mut cheat = stopped.clone();
+    cheat.stop.clear();
+    cheat.version = 2;
+    vouch_crypto::sign_receipt(&key(1), &mut cheat);
+    if check_fast(&cheat).is_ok() {
+        assert_rejected(&cheat, "stopped without a stop string");
+    }
 }

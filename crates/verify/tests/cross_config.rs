@@ -96,9 +96,11 @@ fn honest_receipts_pass_across_kernels_threads_and_batches() {
                     top_p: 0.95,
                     seed: i as u64,
                     max_tokens: 6 + (i % 3) as u32 * 5,
+                    presence_penalty: 0.0,
+                    frequency_penalty: 0.0,
                 };
                 let input = Input::Chat(vec![Message::user(PROMPTS[i % PROMPTS.len()])]);
-                attest::prepare(&model, &input, sampling).unwrap()
+                attest::prepare(&model, &input, sampling, &[]).unwrap()
             })
             .collect();
         let made_receipts: Vec<Receipt> = with(made, || {

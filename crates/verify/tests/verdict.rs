@@ -59,7 +59,10 @@ fn receipt(signer: &SigningKey, prompt: &str, seed: u64) -> Receipt {
             top_p: 0.9,
             seed,
             max_tokens: 16,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
         },
+        stop: Vec::new(),
         fingerprint: Fingerprint {
             scheme: "rowtop4-gf65497-f16-chunk32-v1".into(),
             top_k: 128,

@@ -164,9 +164,11 @@ pub fn run(home: &Path, a: BenchArgs) -> Result<()> {
                 top_p: 0.95,
                 seed: 1000 + run as u64,
                 max_tokens: n,
+                presence_penalty: 0.0,
+                frequency_penalty: 0.0,
             };
             let t = Instant::now();
-            let r = attest::generate(&mut model, &key, &input, s, 0, &mut |_| {})?;
+            let r = attest::generate(&mut model, &key, &input, s, &[], 0, &mut |_| {})?;
             gen_t.push(t.elapsed().as_secs_f64());
             let t = Instant::now();
             vouch_verify::check_reexecute(&r, &mut model, &tol)

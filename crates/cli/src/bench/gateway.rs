@@ -258,6 +258,8 @@ pub fn run(home: &Path, a: GatewayBenchArgs) -> Result<()> {
         top_p: 1.0,
         seed: 1,
         max_tokens: a.max_tokens,
+        presence_penalty: 0.0,
+        frequency_penalty: 0.0,
     };
     let input = Input::Chat(vec![vouch_inference::chat::Message::user(PROMPT)]);
     let bare_runs = a.requests.clamp(5, 30);
@@ -267,7 +269,7 @@ pub fn run(home: &Path, a: GatewayBenchArgs) -> Result<()> {
         let key = SigningKey::from_bytes(&keys.provider.to_bytes())?;
         for i in 0..bare_runs + 3 {
             let t = Instant::now();
-            attest::generate(&mut model, &key, &input, sampling, 0, &mut |_| {})?;
+            attest::generate(&mut model, &key, &input, sampling, &[], 0, &mut |_| {})?;
             if i >= 3 {
                 bare.push(t.elapsed().as_secs_f64() * 1e3);
             }
@@ -295,6 +297,7 @@ pub fn run(home: &Path, a: GatewayBenchArgs) -> Result<()> {
         public_api: None,
         follow_models: false,
         http: Default::default(),
+        cors: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -228,6 +228,7 @@ fn synthetic_receipt(validator: &SigningKey) -> Receipt {
         output_hash: Hash32([4; 32]),
         finish_reason: vouch_types::FinishReason::Length,
         sampling: vouch_types::Sampling::greedy(128),
+        stop: Vec::new(),
         fingerprint: vouch_types::Fingerprint::empty("bench"),
         trace: None,
         created_at: 0,

@@ -152,6 +152,7 @@ pub fn run(home: &std::path::Path, a: NetworkBenchArgs) -> Result<()> {
                 public_api: None,
                 follow_models: false,
                 http: Default::default(),
+                cors: Default::default(),
             };
             let engine = vouch_net::SimplexEngine {
                 listen: ([127, 0, 0, 1], p2p[i]).into(),
@@ -401,6 +402,7 @@ fn run_model(home: &std::path::Path, a: &NetworkBenchArgs) -> Result<()> {
                 public_api: None,
                 follow_models: false,
                 http: Default::default(),
+                cors: Default::default(),
             };
             let engine = vouch_net::SimplexEngine {
                 listen: ([127, 0, 0, 1], p2p[i]).into(),

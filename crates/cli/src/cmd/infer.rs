@@ -100,8 +100,10 @@ fn infer_batch(home: &Path, a: &InferArgs, file: &Path, dir: &Path) -> Result<()
             top_p: a.top_p,
             seed: base_seed.wrapping_add(i as u64),
             max_tokens: a.max_tokens,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
         };
-        jobs.push(attest::prepare(&model, &make_input(a, p), sampling)?);
+        jobs.push(attest::prepare(&model, &make_input(a, p), sampling, &[])?);
     }
     let started = std::time::Instant::now();
     let mut tokens = 0;
@@ -139,9 +141,11 @@ pub fn infer(home: &Path, node: &str, a: InferArgs) -> Result<()> {
         top_p: a.top_p,
         seed: a.seed.unwrap_or_else(rand::random),
         max_tokens: a.max_tokens,
+        presence_penalty: 0.0,
+        frequency_penalty: 0.0,
     };
     let started = std::time::Instant::now();
-    let job = attest::prepare(&model, &input, sampling)?;
+    let job = attest::prepare(&model, &input, sampling, &[])?;
     let tokenizer = model.tokenizer();
     let mut streamed: Vec<u32> = Vec::new();
     let mut printed = 0usize;

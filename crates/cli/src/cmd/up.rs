@@ -81,6 +81,14 @@ pub struct HttpArgs {
     /// ms; streaming responses are requests in flight [default: 60000].
     #[arg(long, env = "VOUCH_IDLE_TIMEOUT_MS")]
     pub idle_timeout_ms: Option<u64>,
+    /// A browser origin allowed to call the API (CORS), e.g. https://app.example.com;
+    /// repeat for more; `*` for any, `none` for none [default: localhost pages, any port].
+    #[arg(
+        long = "cors-origin",
+        env = "VOUCH_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
@@ -108,6 +116,7 @@ pub struct UpFile {
     max_connections: Option<usize>,
     header_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
+    cors_origins: Option<Vec<String>>,
 }
 
 /// `vouch up` settings after merging flags, environment, file and defaults.
@@ -125,6 +134,7 @@ pub struct UpSettings {
     pub log: String,
     pub follow: Option<String>,
     pub http: vouch_http::server::HttpLimits,
+    pub cors: vouch_http::api::CorsOrigins,
 }
 
 impl UpArgs {
@@ -187,6 +197,14 @@ impl UpArgs {
                         .or(f.idle_timeout_ms)
                         .map_or(d.idle_timeout, ms),
                 }
+            },
+            cors: {
+                let given = if self.http.cors_origins.is_empty() {
+                    f.cors_origins.unwrap_or_default()
+                } else {
+                    self.http.cors_origins.clone()
+                };
+                vouch_http::api::CorsOrigins::parse(&given).map_err(anyhow::Error::msg)?
             },
         };
         if s.http.max_connections == 0 || s.http.max_connections > 1_000_000 {
@@ -352,6 +370,7 @@ pub fn launch(home: &Path, a: UpSettings, net: Option<Net>) -> Result<()> {
         public_api: net.as_ref().and_then(|n| n.public_api.clone()),
         follow_models: net.as_ref().is_some_and(|n| n.follow_models),
         http: a.http,
+        cors: a.cors.clone(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -135,7 +135,10 @@ pub fn invented_receipt(key: u8) -> vouch_types::Receipt {
             top_p: 0.9,
             seed: u64::MAX - 7,
             max_tokens: 16,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
         },
+        stop: Vec::new(),
         fingerprint: Fingerprint {
             scheme: "rowtop4-gf65497-f16-chunk32-v1".into(),
             top_k: 128,

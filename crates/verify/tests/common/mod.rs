@@ -40,6 +40,8 @@ pub fn sampled(seed: u64, max_tokens: u32) -> Sampling {
         top_p: 0.95,
         seed,
         max_tokens,
+        presence_penalty: 0.0,
+        frequency_penalty: 0.0,
     }
 }
 
