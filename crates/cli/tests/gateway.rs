@@ -95,6 +95,70 @@ fn official_openai_client_against_vouch_up() {
         );
         assert!(ok && out.starts_with("VERIFIED: "), "{out}{err}");
     }
+    // Constrained answers (JSON mode, a JSON schema, forced tool calls, streamed and
+    // not, and the follow-up turn with the tool's result): each receipt carries its
+    // grammar or its tools in the prompt, and passes re-execution, which recomputes every
+    // token mask.
+    assert!(r["tools"]["call_id"].as_str().unwrap().starts_with("call_"));
+    for rid in [
+        &r["json"]["receipt"],
+        &r["json"]["schema_receipt"],
+        &r["tools"]["receipt"],
+        &r["tools"]["stream_receipt"],
+        &r["tools"]["followup_receipt"],
+    ] {
+        let rid = rid.as_str().unwrap();
+        let receipt: Value = agent()
+            .get(&format!("{n}/v1/receipts/{rid}"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_json()
+            .unwrap();
+        let path = home.join(format!("{rid}.json"));
+        std::fs::write(&path, receipt.to_string()).unwrap();
+        let (ok, out, err) = vouch(
+            home,
+            &n,
+            &[
+                "verify",
+                "--reexecute",
+                "--allow-unverified",
+                path.to_str().unwrap(),
+            ],
+        );
+        assert!(ok && out.contains("re-executed"), "{out}{err}");
+    }
+    let tool_receipt: Value = agent()
+        .get(&format!(
+            "{n}/v1/receipts/{}",
+            r["tools"]["receipt"].as_str().unwrap()
+        ))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    assert_eq!(tool_receipt["constraint"]["kind"], "lark", "{tool_receipt}");
+    assert!(tool_receipt["prompt"].as_str().unwrap().contains("<tools>"));
+    let followup: Value = agent()
+        .get(&format!(
+            "{n}/v1/receipts/{}",
+            r["tools"]["followup_receipt"].as_str().unwrap()
+        ))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    assert!(
+        followup["prompt"]
+            .as_str()
+            .unwrap()
+            .contains("<tool_response>"),
+        "{followup}"
+    );
+
     // The streamed text is the receipt's output.
     let rid = r["stream"]["receipt"].as_str().unwrap();
     let receipt: Value = agent()

@@ -75,6 +75,86 @@ assert diff < 1e-6, diff  # base64 (the client's default) and float carry the sa
 dot = sum(a * b for a, b in zip(e.data[0].embedding, e.data[1].embedding))
 out["embeddings"] = {"receipts": e.model_dump()["receipts"], "cosine": dot, "usage": e.usage.prompt_tokens}
 
+# Structured output (issue 20): JSON mode and a JSON schema, enforced by the token mask
+# and signed into the receipt.
+j = client.chat.completions.create(
+    model="smollm2-135m",
+    messages=[{"role": "user", "content": "Give me a JSON object about a cat."}],
+    max_tokens=48,
+    response_format={"type": "json_object"},
+    seed=3,
+)
+jraw = j.model_dump()
+if j.choices[0].finish_reason == "stop":
+    assert isinstance(json.loads(j.choices[0].message.content), dict), j
+schema = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "maxLength": 10}, "legs": {"type": "integer"}},
+    "required": ["name", "legs"],
+    "additionalProperties": False,
+}
+sc = client.chat.completions.create(
+    model="smollm2-135m",
+    messages=[{"role": "user", "content": "Describe a spider."}],
+    max_tokens=40,
+    response_format={"type": "json_schema", "json_schema": {"name": "animal", "schema": schema, "strict": True}},
+    seed=4,
+)
+assert sc.choices[0].finish_reason == "stop", sc
+animal = json.loads(sc.choices[0].message.content)
+assert set(animal) == {"name", "legs"} and isinstance(animal["legs"], int), animal
+out["json"] = {"receipt": jraw["receipt"], "schema_receipt": sc.model_dump()["receipt"], "animal": animal}
+
+# Function calling: a forced call, its arguments matching the tool's schema; the result
+# sent back in the follow-up turn.
+tools = [{
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}},
+                       "required": ["city"], "additionalProperties": False},
+    },
+}]
+ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+t = client.chat.completions.create(
+    model="smollm2-135m", messages=ask, tools=tools, max_tokens=40, seed=5,
+    tool_choice={"type": "function", "function": {"name": "get_weather"}},
+)
+assert t.choices[0].finish_reason == "tool_calls", t
+call = t.choices[0].message.tool_calls[0]
+assert call.function.name == "get_weather" and call.type == "function", call
+args = json.loads(call.function.arguments)
+assert isinstance(args["city"], str), args
+follow = client.chat.completions.create(
+    model="smollm2-135m",
+    messages=ask + [
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temp_c": 18, "sky": "clear"})},
+    ],
+    tools=tools, tool_choice="none", max_tokens=24, seed=6,
+)
+assert follow.choices[0].message.content, follow
+# Streamed: the call arrives as a tool_calls delta, then finish_reason tool_calls.
+st = client.chat.completions.create(
+    model="smollm2-135m", messages=ask, tools=tools, tool_choice="required", max_tokens=40, seed=7,
+    stream=True,
+)
+scalls, sfinish, sreceipt = [], None, None
+for chunk in st:
+    d = chunk.model_dump()
+    for c in chunk.choices:
+        if c.delta and c.delta.tool_calls:
+            scalls += c.delta.tool_calls
+        if c.finish_reason:
+            sfinish = c.finish_reason
+            sreceipt = (d.get("vouch") or {}).get("receipt")
+assert sfinish == "tool_calls" and scalls and scalls[0].function.name == "get_weather", (sfinish, scalls)
+out["tools"] = {
+    "receipt": t.model_dump()["receipt"], "call_id": call.id, "args": args,
+    "followup_receipt": follow.model_dump()["receipt"], "stream_receipt": sreceipt,
+}
+
 def status_of(fn):
     try:
         fn()

@@ -21,12 +21,14 @@ use serde_json::{json, Value};
 use vouch_crypto::SigningKey;
 use vouch_inference::chat::Message;
 use vouch_types::tx::Action;
-use vouch_types::{FinishReason, Hash32, Receipt, ReceiptKind, Sampling};
+use vouch_types::{Constraint, Controls, FinishReason, Hash32, Receipt, ReceiptKind, Sampling};
 use vouch_verify::attest::Input;
 
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::tools;
 use vouch_net::dispatch::{self, AttemptError, Target};
+use vouch_node::error::ServeError;
 use vouch_node::provider::{render, submit_error, Escrow, JobRequest, ProviderRole, Work};
 
 /// Largest prompt accepted by the gateway, in bytes (before tokenizing).
@@ -668,12 +670,6 @@ pub fn to_messages(ms: Vec<InMessage>) -> Result<Vec<Message>, ApiError> {
                 .with_param(format!("messages[{i}].role")))
             }
         };
-        if m.tool_calls.as_ref().is_some_and(|t| !t.is_empty()) {
-            return Err(ApiError::unsupported(
-                &format!("messages[{i}].tool_calls"),
-                "tool calls are not supported by this node yet",
-            ));
-        }
         let content = match m.content {
             None if role == "assistant" => String::new(),
             None => {
@@ -683,6 +679,9 @@ pub fn to_messages(ms: Vec<InMessage>) -> Result<Vec<Message>, ApiError> {
                 )
             }
             Some(ContentIn::Text(t)) => t,
+            Some(ContentIn::Parts(parts)) if parts.is_empty() && role == "assistant" => {
+                String::new()
+            }
             Some(ContentIn::Parts(parts)) => {
                 let mut texts = Vec::with_capacity(parts.len());
                 for (j, p) in parts.into_iter().enumerate() {
@@ -705,9 +704,78 @@ pub fn to_messages(ms: Vec<InMessage>) -> Result<Vec<Message>, ApiError> {
                 texts.join("\n")
             }
         };
+        // Earlier calls and tool results, as the model reads them (see crate::tools).
+        let mut content = content;
+        let mut role = role;
+        for (j, c) in m.tool_calls.unwrap_or_default().iter().enumerate() {
+            if role != "assistant" {
+                return Err(ApiError::bad_request(format!(
+                    "messages[{i}].tool_calls: only assistant messages carry tool calls"
+                ))
+                .with_param(format!("messages[{i}].tool_calls")));
+            }
+            let f = c.get("function");
+            let name = f.and_then(|f| f.get("name")).and_then(Value::as_str);
+            let args = f.and_then(|f| f.get("arguments")).and_then(Value::as_str);
+            let (Some(name), Some(args)) = (name, args) else {
+                return Err(ApiError::bad_request(format!(
+                    "messages[{i}].tool_calls[{j}] needs function.name and function.arguments"
+                ))
+                .with_param(format!("messages[{i}].tool_calls[{j}]")));
+            };
+            let args: Value = serde_json::from_str(args).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "messages[{i}].tool_calls[{j}].function.arguments is not JSON: {e}"
+                ))
+                .with_param(format!("messages[{i}].tool_calls[{j}].function.arguments"))
+            })?;
+            if !content.is_empty() {
+                content.push('\n');
+            }
+            content.push_str(&crate::tools::call_text(name, &args));
+        }
+        if role == "tool" {
+            role = "user".into();
+            content = crate::tools::response_text(&content);
+        }
         out.push(Message { role, content });
     }
     Ok(out)
+}
+
+/// The output constraint `response_format` asks for: none for `text`, any JSON object
+/// for `json_object`, the schema for `json_schema` (signed into the receipt as sent, key
+/// order kept: it decides the order the model writes the keys in).
+pub fn response_constraint(f: Option<&Value>) -> Result<Option<Constraint>, ApiError> {
+    let Some(f) = f else { return Ok(None) };
+    let bad = |m: &str| ApiError::bad_request(m.to_string()).with_param("response_format");
+    match f.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(Constraint::json_object())),
+        Some("json_schema") => {
+            let schema = f
+                .get("json_schema")
+                .and_then(|j| j.get("schema"))
+                .ok_or_else(|| bad("response_format.json_schema.schema is required"))?;
+            if !(schema.is_object() || schema.is_boolean()) {
+                return Err(bad(
+                    "response_format.json_schema.schema must be a JSON schema object",
+                ));
+            }
+            let source = serde_json::to_string(schema).map_err(|e| bad(&e.to_string()))?;
+            if source.len() > vouch_types::MAX_CONSTRAINT_BYTES {
+                return Err(bad(&format!(
+                    "the schema is {} bytes, the limit is {}",
+                    source.len(),
+                    vouch_types::MAX_CONSTRAINT_BYTES
+                )));
+            }
+            Ok(Some(Constraint::json_schema(source)))
+        }
+        _ => Err(bad(
+            "response_format.type must be text, json_object or json_schema",
+        )),
+    }
 }
 
 /// Refuses the parameters this node cannot honour yet, naming each, instead of
@@ -718,30 +786,6 @@ fn refuse_unsupported(req: &ChatRequest) -> Result<(), ApiError> {
             "logprobs",
             "logprobs are not supported by this node yet",
         ));
-    }
-    if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-        return Err(ApiError::unsupported(
-            "tools",
-            "tools (function calling) are not supported by this node yet",
-        ));
-    }
-    match &req.tool_choice {
-        None => {}
-        Some(Value::String(s)) if s == "none" || s == "auto" => {}
-        Some(_) => {
-            return Err(ApiError::unsupported(
-                "tool_choice",
-                "tool_choice is not supported by this node yet: it needs tools",
-            ))
-        }
-    }
-    if let Some(f) = &req.response_format {
-        if f.get("type").and_then(Value::as_str) != Some("text") {
-            return Err(ApiError::unsupported(
-                "response_format",
-                "response_format other than text (JSON mode, JSON schema) is not supported by this node yet",
-            ));
-        }
     }
     if req.logit_bias.as_ref().is_some_and(|b| !b.is_empty()) {
         return Err(ApiError::unsupported(
@@ -812,6 +856,25 @@ pub(crate) fn find_model(st: &vouch_state::State, name: &str) -> Option<Hash32> 
         })
 }
 
+/// The assistant message for a receipt, with the calls read from it when tools were
+/// offered (`finish_reason` is then `tool_calls`).
+fn assistant_message(r: &Receipt, offered: &[tools::Tool]) -> (Value, &'static str) {
+    if !offered.is_empty() {
+        let (content, calls) = tools::read_calls(&r.output, offered);
+        if !calls.is_empty() {
+            return (
+                json!({"role": "assistant", "content": content, "refusal": null,
+                       "tool_calls": tools::tool_calls_json(&r.id(), &calls)}),
+                "tool_calls",
+            );
+        }
+    }
+    (
+        json!({"role": "assistant", "content": r.output, "refusal": null}),
+        finish_str(r.finish_reason),
+    )
+}
+
 /// A fresh id for a streamed response (128 random bits: two streams never share one).
 fn response_id(prefix: &str) -> String {
     format!("{prefix}-{:032x}", rand::random::<u128>())
@@ -862,6 +925,9 @@ async fn complete(
             .ok_or_else(|| ApiError::bad_request("messages is required").with_param("messages"))?;
         (Some(to_messages(m)?), vec![None])
     } else {
+        if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+            return Err(ApiError::bad_request("tools are for chat completions").with_param("tools"));
+        }
         let p = match req.prompt {
             None => {
                 return Err(
@@ -905,22 +971,39 @@ async fn complete(
         presence_penalty: req.presence_penalty.unwrap_or(0.0),
         frequency_penalty: req.frequency_penalty.unwrap_or(0.0),
     };
-    vouch_node::provider::check_sampling(&base, &stop).map_err(|e| {
-        let param = if e.message.contains("stop") {
-            "stop"
-        } else if e.message.contains("penalty") {
-            if e.message.starts_with("presence") {
-                "presence_penalty"
-            } else {
-                "frequency_penalty"
-            }
-        } else if e.message.starts_with("temperature") {
-            "temperature"
-        } else {
-            "top_p"
-        };
-        ApiError::from(e).with_param(param)
+    // Tools: offered in the system turn; a forced choice constrains the answer.
+    let (tools, tool_choice) = tools::parse(req.tools.as_deref(), req.tool_choice.as_ref())?;
+    let mut messages = messages;
+    if tool_choice != tools::Choice::None {
+        if let Some(m) = messages.as_mut() {
+            tools::offer(m, &tools, provider.system_default.as_deref());
+        }
+    }
+    let tool_grammar = tools::grammar(&tools, &tool_choice);
+    let format = response_constraint(req.response_format.as_ref())?;
+    let constraint_param = if tool_grammar.is_some() {
+        "tool_choice"
+    } else {
+        "response_format"
+    };
+    if tool_grammar.is_some() && format.is_some() {
+        return Err(ApiError::bad_request(
+            "a forced tool_choice and a JSON response_format cannot both constrain the answer",
+        )
+        .with_param("response_format"));
+    }
+    let controls = Controls {
+        stop,
+        constraint: tool_grammar.or(format),
+    };
+    vouch_node::provider::check_sampling(&base, &controls).map_err(|e| {
+        let param = e.param;
+        ApiError::from(ServeError::from(e)).with_param(param)
     })?;
+    provider
+        .check_controls(&controls)
+        .await
+        .map_err(|e| ApiError::from(e).with_param(constraint_param))?;
     let requested = req.max_completion_tokens.or(req.max_tokens);
     if let Some(m) = requested {
         if m < 1 || m > provider.context as i64 {
@@ -1032,7 +1115,7 @@ async fn complete(
                     max_tokens,
                     ..base
                 },
-                stop: stop.clone(),
+                controls: controls.clone(),
                 messages: messages.clone(),
                 raw: raw.clone(),
                 tokens: prompt_tokens as u64 + u64::from(max_tokens),
@@ -1049,10 +1132,17 @@ async fn complete(
     } else {
         "text_completion"
     };
+    let offered = if tool_choice == tools::Choice::None {
+        Vec::new()
+    } else {
+        tools
+    };
+    let stream_tools = offered.clone();
     let choice_body = move |i: usize, r: &Receipt| {
         if chat {
-            json!({"index": i, "message": {"role": "assistant", "content": r.output, "refusal": null},
-                   "finish_reason": finish_str(r.finish_reason), "logprobs": null, "receipt": r.id()})
+            let (message, finish) = assistant_message(r, &offered);
+            json!({"index": i, "message": message,
+                   "finish_reason": finish, "logprobs": null, "receipt": r.id()})
         } else {
             json!({"index": i, "text": r.output, "finish_reason": finish_str(r.finish_reason),
                    "logprobs": null, "receipt": r.id()})
@@ -1140,11 +1230,17 @@ async fn complete(
                 Value::Null,
                 None,
             )));
+            // With tools offered, the text is held until the answer is whole: whether it
+            // is a call is known only then.
+            let hold = !stream_tools.is_empty();
             let forward = {
                 let (tx_ev, mk) = (tx_ev.clone(), mk.clone());
                 tokio::spawn(async move {
                     while let Some(t) = rx_text.recv().await {
-                        let _ = tx_ev.send(Ok(mk(index, json!({"content": t}), Value::Null, None)));
+                        if !hold {
+                            let _ =
+                                tx_ev.send(Ok(mk(index, json!({"content": t}), Value::Null, None)));
+                        }
                     }
                 })
             };
@@ -1159,10 +1255,29 @@ async fn complete(
                     let r = &done.receipt;
                     charged = charged.saturating_add(charge(price, r));
                     jobs.push(done.job);
+                    let mut finish = finish_str(r.finish_reason);
+                    if hold {
+                        let (message, f) = assistant_message(r, &stream_tools);
+                        finish = f;
+                        let mut delta = json!({"content": message["content"]});
+                        if let Some(calls) = message.get("tool_calls").and_then(Value::as_array) {
+                            let calls: Vec<Value> = calls
+                                .iter()
+                                .enumerate()
+                                .map(|(k, c)| {
+                                    let mut c = c.clone();
+                                    c["index"] = json!(k);
+                                    c
+                                })
+                                .collect();
+                            delta["tool_calls"] = json!(calls);
+                        }
+                        let _ = tx_ev.send(Ok(mk(index, delta, Value::Null, None)));
+                    }
                     let _ = tx_ev.send(Ok(mk(
                         index,
                         json!({}),
-                        json!(finish_str(r.finish_reason)),
+                        json!(finish),
                         Some(("vouch", vouch_info(&done, &failover))),
                     )));
                     done_receipts.push(done.receipt);
@@ -1226,7 +1341,7 @@ struct Plan {
     input_hash: Hash32,
     input: Input,
     sampling: Sampling,
-    stop: Vec<String>,
+    controls: Controls,
     messages: Option<Vec<Message>>,
     raw: Option<String>,
     /// Prompt tokens plus `max_tokens`: what the escrow covers at the provider's price.
@@ -1305,7 +1420,11 @@ impl Plan {
                         .run_escrowed(
                             &self.s.chain,
                             Escrow::Custodial(self.wallet.clone(), action),
-                            Work::Generate(self.input.clone(), self.sampling, self.stop.clone()),
+                            Work::Generate(
+                                self.input.clone(),
+                                self.sampling,
+                                self.controls.clone(),
+                            ),
                             attempt_sink,
                         )
                         .await;
@@ -1340,7 +1459,8 @@ impl Plan {
                         top_p: self.sampling.top_p,
                         seed: self.sampling.seed,
                         max_tokens: self.sampling.max_tokens,
-                        stop: self.stop.clone(),
+                        stop: self.controls.stop.clone(),
+                        constraint: self.controls.constraint.clone(),
                         presence_penalty: self.sampling.presence_penalty,
                         frequency_penalty: self.sampling.frequency_penalty,
                     };

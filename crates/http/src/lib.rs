@@ -24,5 +24,6 @@ pub mod observe;
 pub mod provenance;
 pub mod server;
 pub mod state;
+pub mod tools;
 
 pub use node::{start, NodeConfig, Running, DEFAULT_QUEUE_DEPTH};

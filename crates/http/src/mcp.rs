@@ -41,6 +41,14 @@ struct InferArgs {
     max_tokens: Option<u32>,
     /// Chat model name (default smollm2-135m).
     model: Option<String>,
+    /// Functions the model may call, in OpenAI's `tools` shape.
+    tools: Option<Vec<Value>>,
+    /// `auto` (default with tools), `none`, `required`, or `{"type": "function",
+    /// "function": {"name": ...}}`.
+    tool_choice: Option<Value>,
+    /// A JSON schema the answer must match (constrained decoding; signed into the
+    /// receipt and re-checked by verifiers).
+    response_schema: Option<serde_json::Map<String, Value>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -177,12 +185,23 @@ impl VouchMcp {
         match name {
             "infer" => {
                 let a: InferArgs = parse(req)?;
-                let body = serde_json::from_value(json!({
+                let mut body = json!({
                     "model": a.model.unwrap_or_else(|| "smollm2-135m".into()),
                     "messages": [{"role": "user", "content": a.prompt}],
                     "max_tokens": a.max_tokens.unwrap_or(128),
-                }))
-                .map_err(|e| McpError::invalid_params(e.to_string(), None))?;
+                });
+                if let Some(t) = a.tools {
+                    body["tools"] = json!(t);
+                }
+                if let Some(c) = a.tool_choice {
+                    body["tool_choice"] = c;
+                }
+                if let Some(schema) = a.response_schema {
+                    body["response_format"] = json!({"type": "json_schema",
+                        "json_schema": {"name": "answer", "schema": schema, "strict": true}});
+                }
+                let body = serde_json::from_value(body)
+                    .map_err(|e| McpError::invalid_params(e.to_string(), None))?;
                 let r = crate::gateway::chat_completions(
                     axum::extract::State(s),
                     headers,
@@ -192,6 +211,7 @@ impl VouchMcp {
                 match json_of(r).await {
                     Ok(v) => ok(json!({
                         "text": v["choices"][0]["message"]["content"],
+                        "tool_calls": v["choices"][0]["message"].get("tool_calls").cloned().unwrap_or(json!([])),
                         "finish_reason": v["choices"][0]["finish_reason"],
                         "usage": v["usage"], "receipt": v["receipt"], "job": v["vouch"]["job"],
                         "commit_tx": v["vouch"]["commit_tx"],

@@ -31,7 +31,7 @@ fn plain(n: &Node, content: &str, max_tokens: u32) -> Receipt {
             &vouch_crypto::SigningKey::generate(&mut rand::rngs::OsRng),
             &Input::Chat(vec![Message::user(content)]),
             Sampling::greedy(max_tokens),
-            &[],
+            &Default::default(),
             0,
             &mut |_| {},
         )
@@ -227,19 +227,8 @@ async fn parameters_this_node_cannot_honour_are_400_never_ignored() {
     let n = Node::start().await;
     let k = n.key(0, UNIT).await;
     let cases = [
-        (
-            "tools",
-            json!([{"type": "function", "function": {"name": "f", "parameters": {}}}]),
-            "tools",
-        ),
-        (
-            "response_format",
-            json!({"type": "json_object"}),
-            "response_format",
-        ),
         ("logprobs", json!(true), "logprobs"),
         ("top_logprobs", json!(3), "logprobs"),
-        ("tool_choice", json!("required"), "tool_choice"),
         ("logit_bias", json!({"50": 5}), "logit_bias"),
     ];
     for (field, value, param) in cases {
@@ -264,6 +253,135 @@ async fn parameters_this_node_cannot_honour_are_400_never_ignored() {
     b["user"] = json!("u-1");
     let (s, v) = chat(&n, &k.api_key, &b).await;
     assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_are_offered_in_the_prompt_and_the_follow_up_turn_is_rendered() {
+    let n = Node::start().await;
+    let k = n.key(0, UNIT).await;
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "description": "Weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]);
+    // auto: the tools are in the system turn the receipt's prompt commits to.
+    let mut b = n.chat_body("Weather in Paris?", 8);
+    b["tools"] = tools.clone();
+    let (s, v) = chat(&n, &k.api_key, &b).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let r = receipt(&n, &v["receipt"]).await;
+    assert!(
+        r.prompt
+            .contains("<tools>\n{\"type\":\"function\",\"function\":{\"name\":\"get_weather\""),
+        "{}",
+        r.prompt
+    );
+    assert!(r.constraint.is_none(), "auto leaves the answer free");
+    // The stand-in engine writes words, never a call.
+    assert!(
+        v["choices"][0]["message"].get("tool_calls").is_none(),
+        "{v}"
+    );
+    // none: not offered at all.
+    b["tool_choice"] = json!("none");
+    let (_, v) = chat(&n, &k.api_key, &b).await;
+    assert!(!receipt(&n, &v["receipt"]).await.prompt.contains("<tools>"));
+    // A forced choice needs a grammar engine: the stand-in refuses it clearly rather than
+    // answering unconstrained.
+    b["tool_choice"] = json!("required");
+    let (s, v) = chat(&n, &k.api_key, &b).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["param"], "tool_choice");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("constraint"),
+        "{v}"
+    );
+    // Choices that cannot be met are 400 with the field named.
+    for (choice, tools_v) in [
+        (json!("required"), json!([])),
+        (
+            json!({"type": "function", "function": {"name": "nope"}}),
+            tools.clone(),
+        ),
+        (json!("sometimes"), tools.clone()),
+    ] {
+        let mut b = n.chat_body("x", 4);
+        b["tools"] = tools_v;
+        b["tool_choice"] = choice;
+        let (s, v) = chat(&n, &k.api_key, &b).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert_eq!(v["error"]["param"], "tool_choice", "{v}");
+    }
+    let mut b = n.chat_body("x", 4);
+    b["tools"] = json!([{"type": "function", "function": {"name": "has space"}}]);
+    let (s, v) = chat(&n, &k.api_key, &b).await;
+    assert_eq!(
+        (s, v["error"]["param"].clone()),
+        (StatusCode::BAD_REQUEST, json!("tools[0]"))
+    );
+    // The follow-up turn: the assistant's call and the tool's result, as the model reads them.
+    let call = json!({"id": "call_1", "type": "function",
+        "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}});
+    let body = json!({"model": MODEL, "max_tokens": 8, "tools": tools, "messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": null, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "{\"temp_c\": 18}"}]});
+    let (s, v) = chat(&n, &k.api_key, &body).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let r = receipt(&n, &v["receipt"]).await;
+    assert!(r.prompt.contains("<|im_start|>assistant\n<tool_call>\n{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}\n</tool_call><|im_end|>"), "{}", r.prompt);
+    assert!(
+        r.prompt.contains(
+            "<|im_start|>user\n<tool_response>\n{\"temp_c\": 18}\n</tool_response><|im_end|>"
+        ),
+        "{}",
+        r.prompt
+    );
+    // Arguments that are not JSON are refused, naming the field.
+    let mut bad = body.clone();
+    bad["messages"][1]["tool_calls"][0]["function"]["arguments"] = json!("{city: Paris");
+    let (s, v) = chat(&n, &k.api_key, &bad).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(
+        v["error"]["param"],
+        "messages[1].tool_calls[0].function.arguments"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_format_is_read_never_ignored() {
+    let n = Node::start().await;
+    let k = n.key(0, UNIT).await;
+    for (f, needle) in [
+        (
+            json!({"type": "json_schema", "json_schema": {"name": "x"}}),
+            "schema is required",
+        ),
+        (
+            json!({"type": "json_schema", "json_schema": {"name": "x", "schema": [1]}}),
+            "must be a JSON schema",
+        ),
+        (
+            json!({"type": "yaml"}),
+            "must be text, json_object or json_schema",
+        ),
+        // Well-formed, but the stand-in engine has no grammar engine: refused, not ignored.
+        (json!({"type": "json_object"}), "constraint"),
+    ] {
+        let mut b = n.chat_body("x", 4);
+        b["response_format"] = f;
+        let (s, v) = chat(&n, &k.api_key, &b).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert_eq!(v["error"]["param"], "response_format", "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(needle),
+            "{v}"
+        );
+    }
+    // Nothing was charged for the refusals.
+    let (_, w) = n.get_auth("/v1/wallet", &k.api_key).await;
+    assert_eq!(w["spent"].as_u64().unwrap_or(0), 0, "{w}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,7 +34,7 @@ fn expected(n: &Node, content: &str, max_tokens: u32) -> Receipt {
             &random_key(),
             &Input::Chat(vec![Message::user(content)]),
             Sampling::greedy(max_tokens),
-            &[],
+            &Default::default(),
             0,
             &mut |_| {},
         )
@@ -313,7 +313,7 @@ async fn chat_is_deterministic_when_greedy_and_follows_the_seed_when_sampling() 
             &random_key(),
             &Input::Chat(vec![Message::user("same")]),
             sampling,
-            &[],
+            &Default::default(),
             0,
             &mut |_| {},
         )
@@ -456,7 +456,7 @@ async fn legacy_completions_run_the_raw_prompt() {
             &random_key(),
             &Input::Completion("Once upon a time".into()),
             Sampling::greedy(16),
-            &[],
+            &Default::default(),
             0,
             &mut |_| {},
         )
@@ -1322,7 +1322,7 @@ async fn a_receipt_signed_by_a_random_key_is_signed_only_never_valid() {
             &stranger,
             &Input::Chat(vec![Message::user("invented")]),
             Sampling::greedy(8),
-            &[],
+            &Default::default(),
             1,
             &mut |_| {},
         )
@@ -1341,7 +1341,7 @@ async fn a_receipt_signed_by_a_random_key_is_signed_only_never_valid() {
             &n.keys.provider,
             &Input::Chat(vec![Message::user("invented")]),
             Sampling::greedy(8),
-            &[],
+            &Default::default(),
             1,
             &mut |_| {},
         )

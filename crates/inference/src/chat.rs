@@ -1,6 +1,7 @@
 //! A chat model: llama weights + tokenizer + chat template, with generation (streaming,
 //! batched, with or without KV cache) and scoring (the verifier's one-pass prefill).
 
+use crate::constraint::{Grammars, Guide};
 use crate::llama::{KvCache, Llama, SeqStep};
 use crate::models::{self, ModelKind, ModelSpec};
 use crate::sampling;
@@ -9,7 +10,7 @@ use crate::trace::{BatchHasher, TraceHashes, TraceValues};
 use crate::InferenceError;
 use candle_core::quantized::gguf_file;
 use std::path::Path;
-use vouch_types::{ContentId, FinishReason, Hash32, Sampling};
+use vouch_types::{ContentId, Controls, FinishReason, Hash32, Sampling};
 
 /// One chat message.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -31,9 +32,10 @@ impl Message {
 pub struct GenerateRequest {
     pub prompt_ids: Vec<u32>,
     pub sampling: Sampling,
-    /// Stop strings: generation ends at the token after which the decoded output holds
-    /// one (see [`vouch_types::stop`]).
-    pub stop: Vec<String>,
+    /// Stop strings (generation ends at the token after which the decoded output holds
+    /// one, see [`vouch_types::stop`]) and the output constraint (the token mask at each
+    /// position, see [`crate::constraint`]).
+    pub controls: Controls,
 }
 
 /// The result of generating one sequence.
@@ -70,6 +72,8 @@ pub struct ChatModel {
     /// Whether generation hashes its execution trace (on unless a benchmark turns it off
     /// to measure what it costs).
     trace: bool,
+    /// The grammar compiler over this tokenizer, built on first use.
+    grammars: Option<std::sync::Arc<Grammars>>,
 }
 
 impl std::fmt::Debug for ChatModel {
@@ -150,6 +154,7 @@ impl ChatModel {
             system_default,
             stop,
             trace: true,
+            grammars: None,
         })
     }
 
@@ -179,6 +184,32 @@ impl ChatModel {
 
     pub fn is_stop(&self, t: u32) -> bool {
         self.stop.contains(&t)
+    }
+
+    /// The token that ends a constrained answer: the chat end token, else the first
+    /// stop token.
+    fn end_token(&self) -> u32 {
+        self.tokenizer
+            .token_id("<|im_end|>")
+            .or_else(|| self.stop.first().copied())
+            .unwrap_or(0)
+    }
+
+    /// The grammar compiler for this model (its token trie is built on the first call).
+    pub fn grammars(&mut self) -> Result<std::sync::Arc<Grammars>, InferenceError> {
+        if self.grammars.is_none() {
+            let g = Grammars::new(self.tokenizer.clone(), self.vocab(), self.end_token())?;
+            self.grammars = Some(std::sync::Arc::new(g));
+        }
+        Ok(self.grammars.clone().expect("just built"))
+    }
+
+    /// A fresh grammar state for `controls`' constraint, if it has one.
+    pub fn guide(&mut self, controls: &Controls) -> Result<Option<Guide>, InferenceError> {
+        match &controls.constraint {
+            None => Ok(None),
+            Some(c) => Ok(Some(self.grammars()?.compile(c)?)),
+        }
     }
 
     /// ChatML rendering with the model's default system message when none is given,
@@ -236,7 +267,7 @@ impl ChatModel {
                 )));
             }
         }
-        vouch_types::stop::check(&r.stop).map_err(InferenceError::InvalidRequest)?;
+        r.controls.check().map_err(InferenceError::InvalidRequest)?;
         let needed = r.prompt_ids.len() + r.sampling.max_tokens as usize;
         if needed > self.context() {
             return Err(InferenceError::ContextOverflow {
@@ -278,6 +309,10 @@ impl ChatModel {
         let mut done = vec![false; reqs.len()];
         let mut history: Vec<sampling::History> =
             reqs.iter().map(|_| sampling::History::new()).collect();
+        let mut guides: Vec<Option<Guide>> = reqs
+            .iter()
+            .map(|r| self.guide(&r.controls))
+            .collect::<Result<_, _>>()?;
         loop {
             let active: Vec<usize> = (0..reqs.len()).filter(|&i| !done[i]).collect();
             if active.is_empty() {
@@ -365,14 +400,23 @@ impl ChatModel {
                 let g = &mut out[i];
                 let s = &reqs[i].sampling;
                 let row = history[i].apply(&logits[a * vocab..(a + 1) * vocab], s);
-                let tok = sampling::sample(&row, s, g.tokens.len() as u32);
+                let tok = match &mut guides[i] {
+                    None => sampling::sample(&row, s, g.tokens.len() as u32),
+                    Some(guide) => {
+                        let mut row = row.into_owned();
+                        Guide::apply(&guide.mask()?, &mut row);
+                        let tok = sampling::sample(&row, s, g.tokens.len() as u32);
+                        guide.consume(tok)?;
+                        tok
+                    }
+                };
                 history[i].push(tok);
                 g.tokens.push(tok);
                 on_token(i, tok);
                 // An end-of-sequence token, or a stop string completed by this token.
-                let string_stop = !reqs[i].stop.is_empty()
-                    && vouch_types::stop::cut(&self.tokenizer.decode(&g.tokens)?, &reqs[i].stop)
-                        .is_some();
+                let stops = &reqs[i].controls.stop;
+                let string_stop = !stops.is_empty()
+                    && vouch_types::stop::cut(&self.tokenizer.decode(&g.tokens)?, stops).is_some();
                 if self.stop.contains(&tok) || string_stop {
                     g.finish = FinishReason::Stop;
                     done[i] = true;

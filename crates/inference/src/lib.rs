@@ -8,10 +8,12 @@
 //!   (streaming, batched, with or without KV cache) and scoring for verification.
 //! - [`embed`]: MiniLM sentence embeddings (mean pooling, L2 norm).
 //! - [`sampling`]: the seeded sampling rule and its checker.
+//! - [`constraint`]: the token mask of an output constraint (JSON schema, Lark grammar).
 //! - [`fingerprint`]: the top-k polynomial commitment to hidden states.
 //! - [`trace`]: the execution trace (residuals, keys, values) a spot-check audit opens.
 
 pub mod chat;
+pub mod constraint;
 pub mod embed;
 pub mod fingerprint;
 pub mod llama;

@@ -87,7 +87,7 @@ fn greedy_generation_follows_llama_cpp_reference() {
         let req = GenerateRequest {
             prompt_ids: prompt,
             sampling: Sampling::greedy(reference.len() as u32),
-            stop: Vec::new(),
+            controls: Default::default(),
         };
         let g = m.generate(&req, &mut |_| {}).unwrap();
         match g.tokens.iter().zip(&reference).position(|(a, b)| a != b) {
@@ -138,7 +138,7 @@ fn hidden_states_identical_across_cache_and_batching() {
                 presence_penalty: 0.0,
                 frequency_penalty: 0.0,
             },
-            stop: Vec::new(),
+            controls: Default::default(),
         })
         .collect();
     let single: Vec<_> = reqs

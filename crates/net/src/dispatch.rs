@@ -615,6 +615,19 @@ impl Dispatch {
                 }
                 _ => None,
             });
+        // What the receipt must say it did: the sampling and the controls asked for.
+        let want_sampling = vouch_types::Sampling {
+            temperature: req.temperature,
+            top_p: req.top_p,
+            seed: req.seed,
+            max_tokens: req.max_tokens,
+            presence_penalty: req.presence_penalty,
+            frequency_penalty: req.frequency_penalty,
+        };
+        let want_controls = vouch_types::Controls {
+            stop: req.stop.clone(),
+            constraint: req.constraint.clone(),
+        };
         let r = async {
             let Some((job, input_hash)) = expect else {
                 return Err(AttemptError::Client(ServeError::internal(
@@ -672,6 +685,13 @@ impl Dispatch {
                         if receipt.provider != provider || receipt.input_hash != input_hash {
                             return Err(AttemptError::Provider(
                                 "receipt names another provider or input".into(),
+                            ));
+                        }
+                        if receipt.sampling != want_sampling || receipt.controls() != want_controls
+                        {
+                            return Err(AttemptError::Provider(
+                                "receipt names other sampling, stop strings or constraint than asked"
+                                    .into(),
                             ));
                         }
                         if let Ok(json) = serde_json::to_vec(&receipt) {

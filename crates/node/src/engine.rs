@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use vouch_crypto::SigningKey;
 use vouch_inference::chat::{render_chatml, Message};
+use vouch_inference::constraint::Grammars;
 use vouch_inference::tokenizer::TextTokenizer;
 use vouch_inference::{fingerprint, ChatModel, InferenceError};
-use vouch_types::{Fingerprint, FinishReason, Hash32, Receipt, ReceiptKind, Sampling};
+use vouch_types::{Controls, Fingerprint, FinishReason, Hash32, Receipt, ReceiptKind, Sampling};
 use vouch_verify::attest::{self, Input};
 
 /// A chat engine as the provider role sees it. Every method takes `&self` so token
@@ -34,15 +35,19 @@ pub trait ChatEngine: Send + Sync {
         self.tokenize(text).map(|t| t.len())
     }
     fn detokenize(&self, ids: &[u32]) -> Result<String, InferenceError>;
+    /// Checks a request's decoding controls before any work or money is committed to
+    /// it: bounds, and that the constraint compiles for this model.
+    fn check_controls(&self, controls: &Controls) -> Result<(), InferenceError>;
     /// Runs one generation, calling `on_token` with each new token id as it is produced,
-    /// and returns the receipt signed by `key`. Generation ends at the first of `stop`
-    /// the output contains (see [`vouch_types::stop`]).
+    /// and returns the receipt signed by `key`. Generation ends at the first of
+    /// `controls.stop` the output contains (see [`vouch_types::stop`]); with a
+    /// constraint, every token fits its grammar.
     fn generate(
         &self,
         key: &SigningKey,
         input: &Input,
         sampling: Sampling,
-        stop: &[String],
+        controls: &Controls,
         created_at: u64,
         on_token: &mut dyn FnMut(u32),
     ) -> Result<Receipt, InferenceError>;
@@ -57,6 +62,7 @@ pub trait ChatEngine: Send + Sync {
 /// tokenizer (shared, so counting and decoding never wait for the model).
 pub struct ModelEngine {
     model: Arc<Mutex<ChatModel>>,
+    grammars: Result<Arc<Grammars>, String>,
     tokenizer: Arc<TextTokenizer>,
     id: Hash32,
     name: String,
@@ -65,8 +71,9 @@ pub struct ModelEngine {
 }
 
 impl ModelEngine {
-    pub fn new(model: ChatModel) -> Self {
+    pub fn new(mut model: ChatModel) -> Self {
         ModelEngine {
+            grammars: model.grammars().map_err(|e| e.to_string()),
             tokenizer: model.tokenizer(),
             id: model.id(),
             name: model.name().to_string(),
@@ -96,17 +103,29 @@ impl ChatEngine for ModelEngine {
     fn detokenize(&self, ids: &[u32]) -> Result<String, InferenceError> {
         self.tokenizer.decode(ids)
     }
+    fn check_controls(&self, controls: &Controls) -> Result<(), InferenceError> {
+        controls.check().map_err(InferenceError::InvalidRequest)?;
+        if let Some(c) = &controls.constraint {
+            let g = self.grammars.as_ref().map_err(|e| {
+                InferenceError::Unsupported(format!("constrained decoding for this model: {e}"))
+            })?;
+            g.compile(c)?;
+        }
+        Ok(())
+    }
     fn generate(
         &self,
         key: &SigningKey,
         input: &Input,
         sampling: Sampling,
-        stop: &[String],
+        controls: &Controls,
         created_at: u64,
         on_token: &mut dyn FnMut(u32),
     ) -> Result<Receipt, InferenceError> {
         let mut model = self.model.lock().unwrap_or_else(|p| p.into_inner());
-        attest::generate(&mut model, key, input, sampling, stop, created_at, on_token)
+        attest::generate(
+            &mut model, key, input, sampling, controls, created_at, on_token,
+        )
     }
     fn chat_model(&self) -> Option<Arc<Mutex<ChatModel>>> {
         Some(self.model.clone())
@@ -300,16 +319,26 @@ impl ChatEngine for HashEngine {
         flush(&mut bytes, &mut out)?;
         Ok(out)
     }
+    fn check_controls(&self, controls: &Controls) -> Result<(), InferenceError> {
+        controls.check().map_err(InferenceError::InvalidRequest)?;
+        if controls.constraint.is_some() {
+            return Err(InferenceError::Unsupported(
+                "the hash engine (a stand-in for tests) cannot follow an output constraint".into(),
+            ));
+        }
+        Ok(())
+    }
     fn generate(
         &self,
         key: &SigningKey,
         input: &Input,
         sampling: Sampling,
-        stop: &[String],
+        controls: &Controls,
         created_at: u64,
         on_token: &mut dyn FnMut(u32),
     ) -> Result<Receipt, InferenceError> {
-        vouch_types::stop::check(stop).map_err(InferenceError::InvalidRequest)?;
+        self.check_controls(controls)?;
+        let stop = &controls.stop[..];
         let (kind, prompt) = match input {
             Input::Chat(m) => (ReceiptKind::Chat, self.render_chat(m)),
             Input::Completion(t) => (ReceiptKind::Completion, t.clone()),
@@ -382,7 +411,7 @@ impl ChatEngine for HashEngine {
         );
         let chunks = fingerprint::commit(&Self::hidden(&seed_hash, rows), HASH_HIDDEN);
         let mut r = Receipt {
-            version: Receipt::version_for(stop, &sampling),
+            version: Receipt::version_for(controls, &sampling),
             kind,
             model: self.id,
             model_name: self.name.clone(),
@@ -398,6 +427,7 @@ impl ChatEngine for HashEngine {
             finish_reason: finish,
             sampling,
             stop: stop.to_vec(),
+            constraint: None,
             fingerprint: Fingerprint {
                 scheme: fingerprint::SCHEME.to_string(),
                 top_k: fingerprint::TOP_K as u32,
@@ -456,9 +486,14 @@ mod tests {
         let input = Input::Chat(vec![Message::user("Name three colours.")]);
         let mut streamed = Vec::new();
         let r = e
-            .generate(&key(), &input, Sampling::greedy(32), &[], 5, &mut |t| {
-                streamed.push(t)
-            })
+            .generate(
+                &key(),
+                &input,
+                Sampling::greedy(32),
+                &Default::default(),
+                5,
+                &mut |t| streamed.push(t),
+            )
             .unwrap();
         assert_eq!(streamed, r.output_tokens);
         assert_eq!(r.provider, key().public());
@@ -470,14 +505,25 @@ mod tests {
         // Greedy ignores the seed; sampling does not.
         let mut s = Sampling::greedy(32);
         s.seed = 99;
-        let again = e.generate(&key(), &input, s, &[], 5, &mut |_| {}).unwrap();
+        let again = e
+            .generate(&key(), &input, s, &Default::default(), 5, &mut |_| {})
+            .unwrap();
         assert_eq!(again.output, r.output);
         s.temperature = 0.7;
-        let sampled = e.generate(&key(), &input, s, &[], 5, &mut |_| {}).unwrap();
+        let sampled = e
+            .generate(&key(), &input, s, &Default::default(), 5, &mut |_| {})
+            .unwrap();
         vouch_verify::check_fast(&sampled).unwrap();
         // Short budgets end by length.
         let one = e
-            .generate(&key(), &input, Sampling::greedy(1), &[], 5, &mut |_| {})
+            .generate(
+                &key(),
+                &input,
+                Sampling::greedy(1),
+                &Default::default(),
+                5,
+                &mut |_| {},
+            )
             .unwrap();
         assert_eq!(one.output_tokens.len(), 1);
         assert_eq!(one.finish_reason, FinishReason::Length);
@@ -485,7 +531,14 @@ mod tests {
         // The context bounds prompt plus max_tokens.
         let small = HashEngine::new("hash").with_context(40);
         let err = small
-            .generate(&key(), &input, Sampling::greedy(32), &[], 5, &mut |_| {})
+            .generate(
+                &key(),
+                &input,
+                Sampling::greedy(32),
+                &Default::default(),
+                5,
+                &mut |_| {},
+            )
             .unwrap_err();
         assert!(
             matches!(err, InferenceError::ContextOverflow { .. }),
@@ -504,7 +557,7 @@ mod tests {
                     &key(),
                     &Input::Completion("x".into()),
                     Sampling::greedy(8),
-                    &[],
+                    &Default::default(),
                     0,
                     &mut |_| {},
                 )

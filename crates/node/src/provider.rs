@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use vouch_crypto::SigningKey;
 use vouch_inference::chat::{render_chatml, Message};
 use vouch_types::tx::{Action, Tx};
-use vouch_types::{Hash32, Receipt, ReceiptKind, Sampling};
+use vouch_types::{Constraint, Controls, Hash32, Receipt, ReceiptKind, Sampling};
 use vouch_verify::attest::Input;
 
 use crate::chain::{Chain, SubmitError, TxStatus};
@@ -19,8 +19,9 @@ pub const COMMIT_WAIT: Duration = Duration::from_secs(30);
 
 /// What a job computes.
 pub enum Work {
-    /// Generate from the input with the sampling rule, ending at the first stop string.
-    Generate(Input, Sampling, Vec<String>),
+    /// Generate from the input with the sampling rule and the decoding controls (stop
+    /// strings, output constraint).
+    Generate(Input, Sampling, Controls),
     /// Embed the text (an embedding job: `max_tokens` 1 on the ledger, no tokens generated).
     Embed(String),
 }
@@ -75,6 +76,9 @@ pub struct JobRequest {
     pub max_tokens: u32,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stop: Vec<String>,
+    /// The output constraint the receipt must carry (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<Constraint>,
     #[serde(default)]
     pub presence_penalty: f32,
     #[serde(default)]
@@ -103,15 +107,30 @@ pub fn render(
     }
 }
 
+/// A request parameter out of bounds: which one (by its OpenAI name) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadParam {
+    pub param: &'static str,
+    pub message: String,
+}
+
+impl From<BadParam> for ServeError {
+    fn from(e: BadParam) -> Self {
+        ServeError::invalid(e.message)
+    }
+}
+
 /// The bounds every generation request must keep: temperature in [0, 2], top_p in
-/// (0, 1], penalties in [-2, 2], and the stop list of [`vouch_types::stop::check`].
-pub fn check_sampling(s: &Sampling, stop: &[String]) -> Result<(), ServeError> {
-    let temperature_ok = (0.0..=2.0).contains(&s.temperature);
-    let top_p_ok = s.top_p > 0.0 && s.top_p <= 1.0;
-    if !temperature_ok || !top_p_ok {
-        return Err(ServeError::invalid(
-            "temperature must be in [0, 2] and top_p in (0, 1]",
-        ));
+/// (0, 1], penalties in [-2, 2], the stop list of [`vouch_types::stop::check`] and the
+/// constraint's size. Whether the constraint compiles is the engine's check
+/// ([`ChatEngine::check_controls`](crate::engine::ChatEngine::check_controls)).
+pub fn check_sampling(s: &Sampling, controls: &Controls) -> Result<(), BadParam> {
+    let bad = |param, message: String| Err(BadParam { param, message });
+    if !(0.0..=2.0).contains(&s.temperature) {
+        return bad("temperature", "temperature must be in [0, 2]".into());
+    }
+    if !(s.top_p > 0.0 && s.top_p <= 1.0) {
+        return bad("top_p", "top_p must be in (0, 1]".into());
     }
     let m = vouch_types::MAX_PENALTY;
     for (what, x) in [
@@ -119,12 +138,18 @@ pub fn check_sampling(s: &Sampling, stop: &[String]) -> Result<(), ServeError> {
         ("frequency_penalty", s.frequency_penalty),
     ] {
         if !(x.is_finite() && x.abs() <= m) {
-            return Err(ServeError::invalid(format!(
-                "{what} must be in [-{m}, {m}]"
-            )));
+            return bad(what, format!("{what} must be in [-{m}, {m}]"));
         }
     }
-    vouch_types::stop::check(stop).map_err(ServeError::invalid)
+    if let Err(e) = vouch_types::stop::check(&controls.stop) {
+        return bad("stop", e);
+    }
+    if let Some(c) = &controls.constraint {
+        if let Err(e) = c.check() {
+            return bad("response_format", e);
+        }
+    }
+    Ok(())
 }
 
 pub fn submit_error(e: SubmitError) -> ServeError {
@@ -257,7 +282,12 @@ impl ProviderRole {
             presence_penalty: req.presence_penalty,
             frequency_penalty: req.frequency_penalty,
         };
-        check_sampling(&sampling, &req.stop)?;
+        let controls = Controls {
+            stop: req.stop,
+            constraint: req.constraint,
+        };
+        check_sampling(&sampling, &controls)?;
+        self.check_controls(&controls).await?;
         // Check the prompt fits before any money moves.
         let permit = self.admit()?;
         {
@@ -273,12 +303,26 @@ impl ProviderRole {
             ReceiptKind::Completion => Input::Completion(prompt),
             _ => Input::Chat(req.messages.unwrap_or_default()),
         };
-        Ok((tx, Work::Generate(input, sampling, req.stop), permit))
+        Ok((tx, Work::Generate(input, sampling, controls), permit))
     }
 
     /// The models this provider answers jobs for over the network.
     pub fn models(&self) -> Vec<Hash32> {
         vec![self.model_id]
+    }
+
+    /// The engine's check of a request's controls (the constraint compiles for this
+    /// model), off the async threads.
+    pub async fn check_controls(&self, controls: &Controls) -> Result<(), ServeError> {
+        if controls.constraint.is_none() {
+            return controls.check().map_err(ServeError::invalid);
+        }
+        let engine = self.engine.clone();
+        let controls = controls.clone();
+        tokio::task::spawn_blocking(move || engine.check_controls(&controls))
+            .await
+            .map_err(|e| ServeError::internal(e.to_string()))?
+            .map_err(|e| ServeError::invalid(e.to_string()))
     }
 
     /// Tokens in `text` under the chat model's tokenizer, counted off the async threads
@@ -343,8 +387,9 @@ impl ProviderRole {
                 .map_err(|e| ServeError::internal(e.to_string()))?
                 .map_err(|e| ServeError::internal(format!("embedding failed: {e}")))?
             }
-            Work::Generate(input, sampling, stop) => tokio::task::spawn_blocking(move || {
+            Work::Generate(input, sampling, controls) => tokio::task::spawn_blocking(move || {
                 let engine = &me.engine;
+                let stop = &controls.stop;
                 let mut ids: Vec<u32> = Vec::new();
                 let mut sent = 0usize;
                 let mut on_token = |t: u32| {
@@ -354,9 +399,9 @@ impl ProviderRole {
                     if let Ok(text) = engine.detokenize(&ids) {
                         // Never past a stop string, and not the bytes that may still
                         // become one: the rest follows from the receipt's output.
-                        let end = match vouch_types::stop::cut(&text, &stop) {
+                        let end = match vouch_types::stop::cut(&text, stop) {
                             Some(k) => k,
-                            None => text.len() - vouch_types::stop::pending(&text, &stop),
+                            None => text.len() - vouch_types::stop::pending(&text, stop),
                         };
                         if end > sent && text.is_char_boundary(sent) && text.is_char_boundary(end) {
                             let _ = sink.send(text[sent..end].to_string());
@@ -364,7 +409,14 @@ impl ProviderRole {
                         }
                     }
                 };
-                engine.generate(&me.key, &input, sampling, &stop, created_at, &mut on_token)
+                engine.generate(
+                    &me.key,
+                    &input,
+                    sampling,
+                    &controls,
+                    created_at,
+                    &mut on_token,
+                )
             })
             .await
             .map_err(|e| ServeError::internal(e.to_string()))?

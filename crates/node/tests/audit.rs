@@ -103,7 +103,7 @@ fn a_missing_opening_falls_back_to_re_execution_and_still_catches_a_forgery() {
         &keys.provider,
         &input,
         sampling,
-        &[],
+        &Default::default(),
         1_500,
         &mut |_| {},
     )

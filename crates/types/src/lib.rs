@@ -17,4 +17,5 @@ pub use receipt::{
     ChunkProof, EmbeddingOutput, Fingerprint, FinishReason, Receipt, ReceiptKind, Sampling,
     SignedBody, TraceCommitment, MIN_RECEIPT_VERSION, PLAIN_RECEIPT_VERSION, RECEIPT_VERSION,
 };
+pub use receipt::{Constraint, ConstraintKind, Controls, MAX_CONSTRAINT_BYTES};
 pub use tx::{Action, Address, Block, Certificate, Header, Tx, Vote};

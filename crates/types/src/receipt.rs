@@ -14,7 +14,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// their ids and signatures and still verify.
 pub const RECEIPT_VERSION: u32 = 3;
 /// The version written when a receipt uses none of version 3's decoding controls (stop
-/// strings, presence and frequency penalties): such receipts are encoded exactly as in
+/// strings, presence and frequency penalties, an output constraint): such receipts are
+/// encoded exactly as in
 /// version 2, so verifiers of version 2 still read them.
 pub const PLAIN_RECEIPT_VERSION: u32 = 2;
 /// The oldest version a verifier accepts.
@@ -184,6 +185,94 @@ pub mod stop {
     }
 }
 
+/// An output constraint (version 3): a grammar every output token must fit. At each
+/// position the sampling rule picks only among the tokens the grammar allows after the
+/// output so far (the token mask), and the chat end token only where the grammar may end.
+/// The mask is computed by `llguidance` (pinned version, see `docs/receipt.md`) from
+/// `source` and the tokenizer, so a verifier recomputes it from the receipt alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Constraint {
+    pub kind: ConstraintKind,
+    /// The grammar: a JSON Schema document (`json_schema`) or a Lark grammar (`lark`),
+    /// exactly as compiled (signed byte for byte).
+    pub source: String,
+}
+
+/// How [`Constraint::source`] is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConstraintKind {
+    /// A JSON Schema document: the output is one JSON value it accepts (OpenAI's
+    /// `response_format` `json_object` is the schema `{"type": "object"}`).
+    JsonSchema,
+    /// A Lark grammar in llguidance's dialect (tool calls: the call syntax with each
+    /// tool's argument schema inside).
+    Lark,
+}
+
+impl ConstraintKind {
+    pub fn tag(self) -> u8 {
+        match self {
+            ConstraintKind::JsonSchema => 1,
+            ConstraintKind::Lark => 2,
+        }
+    }
+}
+
+/// Longest constraint source, bytes.
+pub const MAX_CONSTRAINT_BYTES: usize = 32 * 1024;
+
+impl Constraint {
+    pub fn json_schema(source: impl Into<String>) -> Self {
+        Self {
+            kind: ConstraintKind::JsonSchema,
+            source: source.into(),
+        }
+    }
+    /// OpenAI's JSON mode: any JSON object.
+    pub fn json_object() -> Self {
+        Self::json_schema(r#"{"type":"object"}"#)
+    }
+    pub fn lark(source: impl Into<String>) -> Self {
+        Self {
+            kind: ConstraintKind::Lark,
+            source: source.into(),
+        }
+    }
+    /// Bounds a verifier checks without compiling: non-empty and at most
+    /// [`MAX_CONSTRAINT_BYTES`] (whether it compiles is the engine's check).
+    pub fn check(&self) -> Result<(), String> {
+        if self.source.is_empty() || self.source.len() > MAX_CONSTRAINT_BYTES {
+            return Err(format!(
+                "a constraint must be 1 to {MAX_CONSTRAINT_BYTES} bytes"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a request asks of decoding beyond the sampling numbers: stop strings and an
+/// output constraint (both signed into version 3 receipts).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Controls {
+    pub stop: Vec<String>,
+    pub constraint: Option<Constraint>,
+}
+
+impl Controls {
+    pub fn is_empty(&self) -> bool {
+        self.stop.is_empty() && self.constraint.is_none()
+    }
+    /// Stop list and constraint bounds.
+    pub fn check(&self) -> Result<(), String> {
+        stop::check(&self.stop)?;
+        if let Some(c) = &self.constraint {
+            c.check()?;
+        }
+        Ok(())
+    }
+}
+
 /// One chunk of the activation fingerprint: an injective modulus and the Newton
 /// coefficients of a polynomial over GF(65497) through the top-k hidden-state values.
 /// Serialized as one hex string: 2 bytes modulus + 2 bytes per coefficient (LE).
@@ -315,6 +404,9 @@ pub struct Receipt {
     /// Stop strings the request named (version 3; absent when none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stop: Vec<String>,
+    /// The grammar the output was constrained to (version 3; absent when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<Constraint>,
     pub fingerprint: Fingerprint,
     /// Present when the provider committed to its execution trace: the receipt can then
     /// be audited by spot checks as well as by re-execution.
@@ -444,19 +536,35 @@ impl Receipt {
             for s in &self.stop {
                 e.str(s);
             }
+            match &self.constraint {
+                None => {
+                    e.u8(0);
+                }
+                Some(c) => {
+                    e.u8(c.kind.tag()).str(&c.source);
+                }
+            }
         }
         SignedBody(e.finish())
     }
 
-    /// Whether the receipt uses a decoding control of version 3 (stop strings or
-    /// penalties); such a receipt must say version 3 or later.
+    /// Whether the receipt uses a decoding control of version 3 (stop strings,
+    /// penalties, a constraint); such a receipt must say version 3 or later.
     pub fn uses_decoding_controls(&self) -> bool {
-        !self.stop.is_empty() || self.sampling.has_penalties()
+        !self.stop.is_empty() || self.constraint.is_some() || self.sampling.has_penalties()
+    }
+
+    /// The stop strings and constraint, as a request names them.
+    pub fn controls(&self) -> Controls {
+        Controls {
+            stop: self.stop.clone(),
+            constraint: self.constraint.clone(),
+        }
     }
 
     /// The version a new receipt with these fields is written with.
-    pub fn version_for(stop: &[String], sampling: &Sampling) -> u32 {
-        if stop.is_empty() && !sampling.has_penalties() {
+    pub fn version_for(controls: &Controls, sampling: &Sampling) -> u32 {
+        if controls.is_empty() && !sampling.has_penalties() {
             PLAIN_RECEIPT_VERSION
         } else {
             RECEIPT_VERSION

@@ -6,7 +6,7 @@ use vouch_inference::{
     fingerprint, ChatModel, Embedder, GenerateRequest, Generation, InferenceError,
 };
 use vouch_types::{
-    EmbeddingOutput, Fingerprint, FinishReason, Hash32, Receipt, ReceiptKind, Sampling,
+    Controls, EmbeddingOutput, Fingerprint, FinishReason, Hash32, Receipt, ReceiptKind, Sampling,
     PLAIN_RECEIPT_VERSION,
 };
 
@@ -32,7 +32,7 @@ pub fn prepare(
     model: &ChatModel,
     input: &Input,
     sampling: Sampling,
-    stop: &[String],
+    controls: &Controls,
 ) -> Result<Job, InferenceError> {
     let (kind, prompt) = match input {
         Input::Chat(msgs) => (ReceiptKind::Chat, model.render_chat(msgs)),
@@ -45,7 +45,7 @@ pub fn prepare(
         request: GenerateRequest {
             prompt_ids,
             sampling,
-            stop: stop.to_vec(),
+            controls: controls.clone(),
         },
     })
 }
@@ -58,10 +58,11 @@ pub fn receipt_for(
     g: &Generation,
     created_at: u64,
 ) -> Result<Receipt, InferenceError> {
-    let output = output_text(model.detokenize(&g.tokens)?, &job.request.stop);
+    let controls = &job.request.controls;
+    let output = output_text(model.detokenize(&g.tokens)?, &controls.stop);
     let chunks = fingerprint::commit(&g.hidden, model.hidden_dim());
     let mut r = Receipt {
-        version: Receipt::version_for(&job.request.stop, &job.request.sampling),
+        version: Receipt::version_for(controls, &job.request.sampling),
         kind: job.kind,
         model: model.id(),
         model_name: model.name().to_string(),
@@ -76,7 +77,8 @@ pub fn receipt_for(
         embedding: None,
         finish_reason: g.finish,
         sampling: job.request.sampling,
-        stop: job.request.stop.clone(),
+        stop: controls.stop.clone(),
+        constraint: controls.constraint.clone(),
         fingerprint: Fingerprint {
             scheme: fingerprint::SCHEME.to_string(),
             top_k: fingerprint::TOP_K as u32,
@@ -107,11 +109,11 @@ pub fn generate(
     key: &SigningKey,
     input: &Input,
     sampling: Sampling,
-    stop: &[String],
+    controls: &Controls,
     created_at: u64,
     on_token: &mut dyn FnMut(u32),
 ) -> Result<Receipt, InferenceError> {
-    let job = prepare(model, input, sampling, stop)?;
+    let job = prepare(model, input, sampling, controls)?;
     let g = model.generate(&job.request, on_token)?;
     receipt_for(model, key, &job, &g, created_at)
 }
@@ -160,6 +162,7 @@ pub fn embed(
         finish_reason: FinishReason::None,
         sampling: Sampling::greedy(0),
         stop: Vec::new(),
+        constraint: None,
         fingerprint: Fingerprint::empty("none"),
         trace: None,
         created_at,

@@ -18,6 +18,7 @@ pub use inclusion::{check_binding, check_inclusion, InclusionError, InclusionRep
 pub use verdict::{assess, LedgerFacts, Status, Trust, Verdict};
 
 use std::time::Instant;
+use vouch_inference::constraint::{self, Guide, TokenMask};
 use vouch_inference::fingerprint::{self, ChunkComparison, Tolerance};
 use vouch_inference::sampling::{self, SampleMismatch};
 use vouch_inference::{ChatModel, Embedder};
@@ -74,6 +75,8 @@ pub enum VerifyError {
         position: usize,
         source: SampleMismatch,
     },
+    #[error("output token {position} breaks the receipt's constraint: {detail}")]
+    Constraint { position: usize, detail: String },
     #[error("embedding differs from the recomputed one by {max_diff:.2e} (tolerance {EMBEDDING_TOLERANCE:.0e})")]
     Embedding { max_diff: f32 },
     #[error("trace: {0}")]
@@ -137,7 +140,7 @@ pub fn check_fast(r: &Receipt) -> Result<(), VerifyError> {
     }
     if r.uses_decoding_controls() && r.version < 3 {
         return Err(structure(format!(
-            "version {} receipts have no stop strings or penalties",
+            "version {} receipts have no stop strings, penalties or constraint",
             r.version
         )));
     }
@@ -191,7 +194,7 @@ pub fn check_fast(r: &Receipt) -> Result<(), VerifyError> {
             {
                 return Err(structure("sampling parameters out of range"));
             }
-            vouch_types::stop::check(&r.stop).map_err(structure)?;
+            r.controls().check().map_err(structure)?;
             let fp = &r.fingerprint;
             if fp.scheme != fingerprint::SCHEME
                 || fp.top_k as usize != fingerprint::TOP_K
@@ -237,7 +240,7 @@ pub fn check_fast(r: &Receipt) -> Result<(), VerifyError> {
         ReceiptKind::Embedding => {
             if r.uses_decoding_controls() {
                 return Err(structure(
-                    "an embedding receipt carries stop strings or penalties",
+                    "an embedding receipt carries stop strings, penalties or a constraint",
                 ));
             }
             let Some(e) = &r.embedding else {
@@ -302,10 +305,12 @@ pub fn check_reexecute_batch(
 ) -> Vec<Result<ReexecReport, VerifyError>> {
     let mut results: Vec<Option<Result<ReexecReport, VerifyError>>> = Vec::new();
     let mut work = Vec::new(); // (receipt index, prompt ids)
+    let mut masks = Vec::new(); // per entry of `work`
     for (i, r) in receipts.iter().enumerate() {
-        match prepare(r, model) {
-            Ok(ids) => {
+        match prepare(r, model).and_then(|ids| Ok((ids, constraint_masks(r, model)?))) {
+            Ok((ids, m)) => {
                 work.push((i, ids));
+                masks.push(m);
                 results.push(None);
             }
             Err(e) => results.push(Some(Err(e))),
@@ -320,8 +325,8 @@ pub fn check_reexecute_batch(
         match model.score_batch(&pairs) {
             Ok(scored) => {
                 let secs = start.elapsed().as_secs_f64();
-                for ((i, _), s) in work.iter().zip(scored) {
-                    let mut rep = compare(receipts[*i], model, &s, tol);
+                for (((i, _), s), m) in work.iter().zip(scored).zip(&masks) {
+                    let mut rep = compare(receipts[*i], model, &s, m.as_deref(), tol);
                     if let Ok(rep) = rep.as_mut() {
                         rep.seconds = secs;
                     }
@@ -445,10 +450,48 @@ fn prepare(r: &Receipt, model: &ChatModel) -> Result<Vec<u32>, VerifyError> {
     Ok(ids)
 }
 
+/// The token masks of a constrained receipt, recomputed from its constraint and output
+/// tokens (`None` without a constraint). Fails at the first token outside the grammar.
+pub fn constraint_masks(
+    r: &Receipt,
+    model: &mut ChatModel,
+) -> Result<Option<Vec<TokenMask>>, VerifyError> {
+    let Some(c) = &r.constraint else {
+        return Ok(None);
+    };
+    let mut guide = model
+        .grammars()?
+        .compile(c)
+        .map_err(|e| structure(format!("the receipt's constraint does not compile: {e}")))?;
+    constraint::masks(&mut guide, &r.output_tokens)
+        .map(Some)
+        .map_err(|(position, detail)| VerifyError::Constraint { position, detail })
+}
+
+/// The logits the sampling rule picks from at one position: the model's, less the
+/// penalties, with every token outside the constraint's mask at minus infinity.
+pub(crate) fn rule_logits<'a>(
+    logits: &'a [f32],
+    s: &vouch_types::Sampling,
+    history: &sampling::History,
+    mask: Option<&TokenMask>,
+) -> std::borrow::Cow<'a, [f32]> {
+    let row = history.apply(logits, s);
+    match mask {
+        None => row,
+        Some(m) => {
+            let mut row = row.into_owned();
+            Guide::apply(m, &mut row);
+            std::borrow::Cow::Owned(row)
+        }
+    }
+}
+
 fn compare(
     r: &Receipt,
     model: &ChatModel,
     s: &vouch_inference::Scored,
+    masks: Option<&[TokenMask]>,
     tol: &Tolerance,
 ) -> Result<ReexecReport, VerifyError> {
     let hd = model.hidden_dim();
@@ -474,7 +517,12 @@ fn compare(
     }
     let mut history = sampling::History::new();
     for (pos, &tok) in r.output_tokens.iter().enumerate() {
-        let logits = history.apply(&s.logits[pos * vocab..(pos + 1) * vocab], &r.sampling);
+        let logits = rule_logits(
+            &s.logits[pos * vocab..(pos + 1) * vocab],
+            &r.sampling,
+            &history,
+            masks.map(|m| &m[pos]),
+        );
         sampling::check(&logits, &r.sampling, pos as u32, tok).map_err(|source| {
             VerifyError::Sampling {
                 position: pos,

@@ -447,6 +447,9 @@ pub fn check_spot(
 ) -> Result<SpotReport, VerifyError> {
     let start = Instant::now();
     let ids = prepare(r, model)?;
+    // Every output token must fit the constraint (checked at all positions: it needs no
+    // model); the sampled positions then pick from the masked logits.
+    let masks = crate::constraint_masks(r, model)?;
     let t = r
         .trace
         .as_ref()
@@ -627,7 +630,12 @@ pub fn check_spot(
                 r.output_tokens[..i].iter().for_each(|&t| history.push(t));
             }
             sampling::check(
-                &history.apply(&logits[j * vocab..(j + 1) * vocab], &r.sampling),
+                &crate::rule_logits(
+                    &logits[j * vocab..(j + 1) * vocab],
+                    &r.sampling,
+                    &history,
+                    masks.as_ref().map(|m| &m[i]),
+                ),
                 &r.sampling,
                 i as u32,
                 r.output_tokens[i],

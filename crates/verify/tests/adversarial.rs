@@ -36,7 +36,16 @@ fn cheating_receipt(
     input: &Input,
     s: Sampling,
 ) -> Receipt {
-    let mut r = attest::generate(cheat, &key(66), input, s, &[], 1, &mut |_| {}).unwrap();
+    let mut r = attest::generate(
+        cheat,
+        &key(66),
+        input,
+        s,
+        &Default::default(),
+        1,
+        &mut |_| {},
+    )
+    .unwrap();
     r.model = honest_id;
     r.model_name = SMOLLM2_135M.name.to_string();
     vouch_crypto::sign_receipt(&key(66), &mut r);
@@ -83,7 +92,7 @@ fn model_variant_rejected(name: &str) {
         &key(66),
         &chat("Hi"),
         Sampling::greedy(4),
-        &[],
+        &Default::default(),
         1,
         &mut |_| {},
     )
@@ -116,7 +125,16 @@ fn weights_perturbed_in_one_layer_are_rejected() {
 
 fn honest_receipt(p: &str, s: Sampling) -> Receipt {
     let mut m = honest_model();
-    attest::generate(&mut m, &key(1), &chat(p), s, &[], 1, &mut |_| {}).unwrap()
+    attest::generate(
+        &mut m,
+        &key(1),
+        &chat(p),
+        s,
+        &Default::default(),
+        1,
+        &mut |_| {},
+    )
+    .unwrap()
 }
 
 #[test]
@@ -312,7 +330,7 @@ fn honest_receipts_all_pass() {
             &key(1),
             &chat(p),
             sampling_for(i),
-            &[],
+            &Default::default(),
             1,
             &mut |_| {},
         )
@@ -324,7 +342,13 @@ fn honest_receipts_all_pass() {
         let jobs: Vec<_> = (0..8)
             .map(|j| {
                 let i = 100 + b * 8 + j;
-                attest::prepare(&m, &chat(ps[(b + j) % ps.len()]), sampling_for(i), &[]).unwrap()
+                attest::prepare(
+                    &m,
+                    &chat(ps[(b + j) % ps.len()]),
+                    sampling_for(i),
+                    &Default::default(),
+                )
+                .unwrap()
             })
             .collect();
         made(
@@ -340,7 +364,13 @@ fn honest_receipts_all_pass() {
                 let i = 300 + b * 4 + j;
                 let mut s = sampling_for(i);
                 s.max_tokens = s.max_tokens.min(10);
-                attest::prepare(&m, &chat(ps[(b * 3 + j) % ps.len()]), s, &[]).unwrap()
+                attest::prepare(
+                    &m,
+                    &chat(ps[(b * 3 + j) % ps.len()]),
+                    s,
+                    &Default::default(),
+                )
+                .unwrap()
             })
             .collect();
         made(
@@ -422,7 +452,10 @@ fn ignored_stop_strings_and_penalties_are_caught_by_reexecution() {
             &key(1),
             &chat(p),
             Sampling::greedy(24),
-            &stop,
+            &vouch_types::Controls {
+                stop: stop.clone(),
+                constraint: None,
+            },
             1,
             &mut |_| {},
         )

@@ -100,7 +100,7 @@ fn honest_receipts_pass_across_kernels_threads_and_batches() {
                     frequency_penalty: 0.0,
                 };
                 let input = Input::Chat(vec![Message::user(PROMPTS[i % PROMPTS.len()])]);
-                attest::prepare(&model, &input, sampling, &[]).unwrap()
+                attest::prepare(&model, &input, sampling, &Default::default()).unwrap()
             })
             .collect();
         let made_receipts: Vec<Receipt> = with(made, || {

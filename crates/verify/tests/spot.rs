@@ -91,7 +91,16 @@ fn honest_traces_are_reproduced_and_pass_every_challenge() {
         } else {
             sampled(i as u64, 24)
         };
-        let r = attest::generate(&mut model, &key(1), &chat(p), s, &[], 1, &mut |_| {}).unwrap();
+        let r = attest::generate(
+            &mut model,
+            &key(1),
+            &chat(p),
+            s,
+            &Default::default(),
+            1,
+            &mut |_| {},
+        )
+        .unwrap();
         let t = r.trace.clone().expect("receipts carry a trace");
         assert_eq!(t.layers, 30);
         assert_eq!(
@@ -126,7 +135,15 @@ fn trace_roots_are_the_same_bits_across_kernels_threads_and_batches() {
     let jobs: Vec<attest::Job> = PROMPTS[..4]
         .iter()
         .enumerate()
-        .map(|(i, p)| attest::prepare(model, &chat(p), sampled(40 + i as u64, 20), &[]).unwrap())
+        .map(|(i, p)| {
+            attest::prepare(
+                model,
+                &chat(p),
+                sampled(40 + i as u64, 20),
+                &Default::default(),
+            )
+            .unwrap()
+        })
         .collect();
     let reference: Vec<Receipt> = jobs
         .iter()
@@ -185,7 +202,16 @@ fn cheating_receipt(
     input: &Input,
     s: Sampling,
 ) -> Receipt {
-    let mut r = attest::generate(cheat, &key(66), input, s, &[], 1, &mut |_| {}).unwrap();
+    let mut r = attest::generate(
+        cheat,
+        &key(66),
+        input,
+        s,
+        &Default::default(),
+        1,
+        &mut |_| {},
+    )
+    .unwrap();
     r.model = honest.id();
     r.model_name = SMOLLM2_135M.name.to_string();
     vouch_crypto::sign_receipt(&key(66), &mut r);
@@ -307,7 +333,7 @@ fn another_sampling_seed_is_caught_by_the_sampling_checks() {
         &key(5),
         &chat(PROMPTS[5]),
         sampled(777, 32),
-        &[],
+        &Default::default(),
         1,
         &mut |_| {},
     )
@@ -359,7 +385,7 @@ fn one_forced_token_is_caught_by_its_sampling_check() {
             &GenerateRequest {
                 prompt_ids: ids.clone(),
                 sampling: Sampling::greedy(max),
-                stop: Vec::new(),
+                controls: Default::default(),
             },
             &mut |_| {},
         )
@@ -375,7 +401,7 @@ fn one_forced_token_is_caught_by_its_sampling_check() {
             &GenerateRequest {
                 prompt_ids: prefix,
                 sampling: Sampling::greedy(max - forced.len() as u32),
-                stop: Vec::new(),
+                controls: Default::default(),
             },
             &mut |_| {},
         )
@@ -384,7 +410,13 @@ fn one_forced_token_is_caught_by_its_sampling_check() {
     tokens.extend_from_slice(&rest.tokens);
     let values = model.trace_values(&ids, &tokens).unwrap();
     let hashes = values.hashes();
-    let job = attest::prepare(&model, &chat(PROMPTS[4]), Sampling::greedy(max), &[]).unwrap();
+    let job = attest::prepare(
+        &model,
+        &chat(PROMPTS[4]),
+        Sampling::greedy(max),
+        &Default::default(),
+    )
+    .unwrap();
     let g = vouch_inference::Generation {
         tokens: tokens.clone(),
         finish: if rest.finish == FinishReason::Stop {
@@ -449,7 +481,7 @@ fn altered_key_value_rows_and_edited_tokens_are_caught_at_the_predicted_rates() 
         &key(3),
         &chat(PROMPTS[1]),
         Sampling::greedy(40),
-        &[],
+        &Default::default(),
         1,
         &mut |_| {},
     )
@@ -541,7 +573,7 @@ fn malformed_openings_are_rejected_with_clear_errors() {
         &key(4),
         &chat(PROMPTS[0]),
         Sampling::greedy(12),
-        &[],
+        &Default::default(),
         1,
         &mut |_| {},
     )

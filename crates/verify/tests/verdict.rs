@@ -13,7 +13,7 @@ use vouch_state::{
 use vouch_types::tx::{domain, Action, Certificate, Tx, Vote};
 use vouch_types::{
     ChunkProof, Fingerprint, FinishReason, Hash32, Inclusion, InclusionProof, Receipt, ReceiptKind,
-    Sampling, RECEIPT_VERSION,
+    Sampling, PLAIN_RECEIPT_VERSION,
 };
 use vouch_verify::verdict::{LedgerFacts, LedgerJob};
 use vouch_verify::{assess, check_fast, check_inclusion, Status, Trust};
@@ -40,7 +40,7 @@ fn receipt(signer: &SigningKey, prompt: &str, seed: u64) -> Receipt {
     let output = "Hello".to_string();
     let toks = vec![19556u32, 2];
     let mut r = Receipt {
-        version: RECEIPT_VERSION,
+        version: PLAIN_RECEIPT_VERSION,
         kind: ReceiptKind::Chat,
         model: MODEL,
         model_name: "smollm2-135m".into(),
@@ -63,6 +63,7 @@ fn receipt(signer: &SigningKey, prompt: &str, seed: u64) -> Receipt {
             frequency_penalty: 0.0,
         },
         stop: Vec::new(),
+        constraint: None,
         fingerprint: Fingerprint {
             scheme: "rowtop4-gf65497-f16-chunk32-v1".into(),
             top_k: 128,

@@ -46,7 +46,7 @@ fn receipt_of_length(
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
         };
-        let r = attest::generate(model, key, input, s, &[], 0, &mut |_| {})?;
+        let r = attest::generate(model, key, input, s, &Default::default(), 0, &mut |_| {})?;
         let len = r.output_tokens.len();
         if len == n as usize {
             return Ok((r, s));
@@ -76,7 +76,7 @@ pub fn run(home: &Path, a: AuditBenchArgs) -> Result<()> {
     let mut audit_rows = Vec::new();
     for n in [64u32, 256] {
         let (r, s) = receipt_of_length(&mut model, &key, &input, n)?;
-        let job = attest::prepare(&model, &input, s, &[])?;
+        let job = attest::prepare(&model, &input, s, &Default::default())?;
         let n_out = r.output_tokens.len();
         // Generation with and without hashing the trace (same tokens: same seed).
         let (mut with, mut without, mut reexec) = (Vec::new(), Vec::new(), Vec::new());

@@ -168,7 +168,15 @@ pub fn run(home: &Path, a: BenchArgs) -> Result<()> {
                 frequency_penalty: 0.0,
             };
             let t = Instant::now();
-            let r = attest::generate(&mut model, &key, &input, s, &[], 0, &mut |_| {})?;
+            let r = attest::generate(
+                &mut model,
+                &key,
+                &input,
+                s,
+                &Default::default(),
+                0,
+                &mut |_| {},
+            )?;
             gen_t.push(t.elapsed().as_secs_f64());
             let t = Instant::now();
             vouch_verify::check_reexecute(&r, &mut model, &tol)
@@ -185,6 +193,9 @@ pub fn run(home: &Path, a: BenchArgs) -> Result<()> {
         );
     }
     println!();
+
+    // Constrained decoding: the per-token cost of the token mask (issue 20).
+    constrained(&mut model, &key, runs)?;
 
     // Offline fast path.
     let r = last_receipt.expect("at least one receipt");
@@ -212,6 +223,79 @@ pub fn run(home: &Path, a: BenchArgs) -> Result<()> {
         median(per)
     );
     println!("| the same, including JSON parse of a {json_len}-byte receipt | {with_parse:.1} |");
+    Ok(())
+}
+
+/// Decode with and without a JSON schema on the same prompt and sampling, and the
+/// verifier's walk of the output through the grammar (its share of a re-execution or
+/// audit).
+fn constrained(model: &mut ChatModel, key: &vouch_crypto::SigningKey, runs: usize) -> Result<()> {
+    let schema = r#"{"type":"object","properties":{"title":{"type":"string"},"story":{"type":"string"},"tags":{"type":"array","items":{"type":"string"}}},"required":["title","story","tags"]}"#;
+    let input = Input::Chat(vec![Message::user(
+        "Write a long story about a lighthouse keeper as JSON with a title, the story and tags.",
+    )]);
+    let c = vouch_types::Constraint::json_schema(schema);
+    let controls = vouch_types::Controls {
+        stop: Vec::new(),
+        constraint: Some(c.clone()),
+    };
+    let t = Instant::now();
+    let grammars = model.grammars()?;
+    let build_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    grammars.compile(&c)?;
+    let compile_ms = t.elapsed().as_secs_f64() * 1e3;
+    println!(
+        "| decode, 128 tokens max, sampled | ms per token after the first | tokens (last run) |"
+    );
+    println!("| --- | --- | --- |");
+    // Per-token decode time: from the first token to the last (the prefill and the
+    // first token, the same with or without a constraint, are left out).
+    let timed = |model: &mut ChatModel,
+                     s: Sampling,
+                     controls: &vouch_types::Controls|
+     -> Result<(f64, vouch_types::Receipt)> {
+        let mut first: Option<Instant> = None;
+        let mut last = Instant::now();
+        let r = attest::generate(model, key, &input, s, controls, 0, &mut |_| {
+            last = Instant::now();
+            first.get_or_insert(last);
+        })?;
+        let n = r.output_tokens.len().max(2) - 1;
+        let ms = (last - first.unwrap_or(last)).as_secs_f64() * 1e3 / n as f64;
+        Ok((ms, r))
+    };
+    let (mut free, mut masked, mut walk) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut n_free, mut n_masked) = (0, 0);
+    for run in 0..runs {
+        let s = Sampling {
+            temperature: 0.7,
+            top_p: 0.95,
+            seed: 2000 + run as u64,
+            max_tokens: 128,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+        };
+        let (ms, r) = timed(model, s, &Default::default())?;
+        n_free = r.output_tokens.len();
+        free.push(ms);
+        let (ms, r) = timed(model, s, &controls)?;
+        n_masked = r.output_tokens.len();
+        masked.push(ms);
+        let t = Instant::now();
+        vouch_verify::constraint_masks(&r, model)?;
+        walk.push(t.elapsed().as_secs_f64() * 1e3 / n_masked as f64);
+    }
+    let (f, m, w) = (median(free), median(masked), median(walk));
+    println!("| without a constraint | {f:.2} | {n_free} |");
+    println!(
+        "| with a JSON schema (llguidance mask at every token) | {m:.2} ({:+.1} %) | {n_masked} |",
+        (m / f - 1.0) * 100.0
+    );
+    println!("| verifier: the output walked through the grammar (mask per token, no model) | {w:.3} | {n_masked} |");
+    println!();
+    println!("Grammar engine set-up for this tokenizer (once per model): {build_ms:.0} ms; compiling this schema: {compile_ms:.1} ms.");
+    println!();
     Ok(())
 }
 

@@ -269,7 +269,15 @@ pub fn run(home: &Path, a: GatewayBenchArgs) -> Result<()> {
         let key = SigningKey::from_bytes(&keys.provider.to_bytes())?;
         for i in 0..bare_runs + 3 {
             let t = Instant::now();
-            attest::generate(&mut model, &key, &input, sampling, &[], 0, &mut |_| {})?;
+            attest::generate(
+                &mut model,
+                &key,
+                &input,
+                sampling,
+                &Default::default(),
+                0,
+                &mut |_| {},
+            )?;
             if i >= 3 {
                 bare.push(t.elapsed().as_secs_f64() * 1e3);
             }

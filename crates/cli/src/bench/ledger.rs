@@ -213,7 +213,7 @@ pub fn run(a: LedgerBenchArgs) -> Result<()> {
 fn synthetic_receipt(validator: &SigningKey) -> Receipt {
     let provider = key(2_000_000);
     let mut r = Receipt {
-        version: vouch_types::RECEIPT_VERSION,
+        version: vouch_types::PLAIN_RECEIPT_VERSION,
         kind: vouch_types::ReceiptKind::Chat,
         model: Hash32([1; 32]),
         model_name: "smollm2-135m".into(),
@@ -229,6 +229,7 @@ fn synthetic_receipt(validator: &SigningKey) -> Receipt {
         finish_reason: vouch_types::FinishReason::Length,
         sampling: vouch_types::Sampling::greedy(128),
         stop: Vec::new(),
+        constraint: None,
         fingerprint: vouch_types::Fingerprint::empty("bench"),
         trace: None,
         created_at: 0,

@@ -103,7 +103,12 @@ fn infer_batch(home: &Path, a: &InferArgs, file: &Path, dir: &Path) -> Result<()
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
         };
-        jobs.push(attest::prepare(&model, &make_input(a, p), sampling, &[])?);
+        jobs.push(attest::prepare(
+            &model,
+            &make_input(a, p),
+            sampling,
+            &Default::default(),
+        )?);
     }
     let started = std::time::Instant::now();
     let mut tokens = 0;
@@ -145,7 +150,7 @@ pub fn infer(home: &Path, node: &str, a: InferArgs) -> Result<()> {
         frequency_penalty: 0.0,
     };
     let started = std::time::Instant::now();
-    let job = attest::prepare(&model, &input, sampling, &[])?;
+    let job = attest::prepare(&model, &input, sampling, &Default::default())?;
     let tokenizer = model.tokenizer();
     let mut streamed: Vec<u32> = Vec::new();
     let mut printed = 0usize;

@@ -116,7 +116,7 @@ pub fn invented_receipt(key: u8) -> vouch_types::Receipt {
     let output = "Hello".to_string();
     let tokens = vec![19556u32, 2];
     let mut r = Receipt {
-        version: vouch_types::RECEIPT_VERSION,
+        version: vouch_types::PLAIN_RECEIPT_VERSION,
         kind: ReceiptKind::Chat,
         model: vouch_types::Hash32([7; 32]),
         model_name: "smollm2-135m".into(),
@@ -139,6 +139,7 @@ pub fn invented_receipt(key: u8) -> vouch_types::Receipt {
             frequency_penalty: 0.0,
         },
         stop: Vec::new(),
+        constraint: None,
         fingerprint: Fingerprint {
             scheme: "rowtop4-gf65497-f16-chunk32-v1".into(),
             top_k: 128,
