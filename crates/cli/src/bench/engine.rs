@@ -252,8 +252,8 @@ fn constrained(model: &mut ChatModel, key: &vouch_crypto::SigningKey, runs: usiz
     // Per-token decode time: from the first token to the last (the prefill and the
     // first token, the same with or without a constraint, are left out).
     let timed = |model: &mut ChatModel,
-                     s: Sampling,
-                     controls: &vouch_types::Controls|
+                 s: Sampling,
+                 controls: &vouch_types::Controls|
      -> Result<(f64, vouch_types::Receipt)> {
         let mut first: Option<Instant> = None;
         let mut last = Instant::now();
