@@ -159,6 +159,71 @@ fn official_openai_client_against_vouch_up() {
         "{followup}"
     );
 
+    // The Responses API: text, streamed, and a forced function call; each receipt passes
+    // re-execution.
+    for rid in [
+        &r["responses"]["receipt"],
+        &r["responses"]["stream_receipt"],
+        &r["responses"]["tool_receipt"],
+    ] {
+        let rid = rid.as_str().unwrap();
+        let receipt: Value = agent()
+            .get(&format!("{n}/v1/receipts/{rid}"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_json()
+            .unwrap();
+        let path = home.join(format!("{rid}.json"));
+        std::fs::write(&path, receipt.to_string()).unwrap();
+        let (ok, out, err) = vouch(
+            home,
+            &n,
+            &[
+                "verify",
+                "--reexecute",
+                "--allow-unverified",
+                path.to_str().unwrap(),
+            ],
+        );
+        assert!(ok && out.contains("re-executed"), "{out}{err}");
+    }
+    let events: Vec<&str> = r["responses"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    for e in [
+        "response.created",
+        "response.output_item.added",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.completed",
+    ] {
+        assert!(events.contains(&e), "{e} missing from {events:?}");
+    }
+    // Logprobs are what a verifier recomputes from the receipt with the weights.
+    let rid = r["logprobs"]["receipt"].as_str().unwrap();
+    let receipt: vouch_types::Receipt = agent()
+        .get(&format!("{n}/v1/receipts/{rid}"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    let mut m =
+        vouch_inference::ChatModel::load(&vouch_inference::models::SMOLLM2_135M, home).unwrap();
+    let own = vouch_verify::logprobs(&receipt, &mut m, 3).unwrap();
+    let api = r["logprobs"]["values"].as_array().unwrap();
+    assert_eq!(own.len(), api.len(), "{api:?}");
+    for (o, a) in own.iter().zip(api) {
+        assert!(
+            (o.logprob - a[1].as_f64().unwrap()).abs() < 1e-9,
+            "{o:?} vs {a}"
+        );
+    }
+
     // The streamed text is the receipt's output.
     let rid = r["stream"]["receipt"].as_str().unwrap();
     let receipt: Value = agent()

@@ -155,6 +155,41 @@ out["tools"] = {
     "followup_receipt": follow.model_dump()["receipt"], "stream_receipt": sreceipt,
 }
 
+# The Responses API (issue 20): text, streamed events, a forced function call.
+rs = client.responses.create(model="smollm2-135m", input="Name a primary colour.", max_output_tokens=12, extra_body={"seed": 8})
+assert rs.object == "response" and rs.output_text, rs
+rsraw = rs.model_dump()
+events, rtext, rdone = [], "", None
+with client.responses.stream(model="smollm2-135m", input="Count from one to five.", max_output_tokens=16) as st2:
+    for ev in st2:
+        events.append(ev.type)
+        if ev.type == "response.output_text.delta":
+            rtext += ev.delta
+    rdone = st2.get_final_response()
+assert events[0] == "response.created" and events[-1] == "response.completed", events
+assert rtext and rtext == rdone.output_text, (rtext, rdone.output_text)
+rf = client.responses.create(
+    model="smollm2-135m", input="What is the weather in Paris?", max_output_tokens=40,
+    tools=[{"type": "function", "name": "get_weather", "parameters": tools[0]["function"]["parameters"]}],
+    tool_choice="required",
+)
+fc = [o for o in rf.output if o.type == "function_call"]
+assert fc and fc[0].name == "get_weather" and json.loads(fc[0].arguments)["city"], rf
+out["responses"] = {"receipt": rsraw["receipt"], "stream_receipt": rdone.model_dump()["receipt"],
+                    "tool_receipt": rf.model_dump()["receipt"], "events": sorted(set(events))}
+
+# Logprobs (issue 20): recomputed by the gateway from the receipt, as any verifier would.
+lp = client.chat.completions.create(
+    model="smollm2-135m", messages=[{"role": "user", "content": "Name a primary colour."}],
+    max_tokens=8, seed=9, logprobs=True, top_logprobs=3,
+)
+content = lp.choices[0].logprobs.content
+assert content and all(len(c.top_logprobs) == 3 for c in content), lp
+# Greedy: every chosen token is the likeliest one.
+assert all(abs(c.logprob - c.top_logprobs[0].logprob) < 1e-9 for c in content), content
+out["logprobs"] = {"receipt": lp.model_dump()["receipt"],
+                   "values": [[c.token, c.logprob] for c in content]}
+
 def status_of(fn):
     try:
         fn()

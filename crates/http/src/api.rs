@@ -52,6 +52,7 @@ pub fn router(s: AppState) -> Router {
             post(crate::gateway::chat_completions),
         )
         .route("/v1/completions", post(crate::gateway::completions))
+        .route("/v1/responses", post(crate::responses::responses))
         .route("/v1/embeddings", post(crate::gateway::embeddings))
         .route("/v1/wallet", get(crate::gateway::wallet))
         .route("/v1/wallet/transfer", post(crate::gateway::pay))

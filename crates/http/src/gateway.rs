@@ -651,6 +651,9 @@ pub enum PromptIn {
     Tokens(Vec<Value>),
 }
 
+/// Most alternatives `top_logprobs` may ask for (as OpenAI's API).
+pub const MAX_TOP_LOGPROBS: usize = 20;
+
 /// Most choices one request may ask for (`n` times the prompts of a completions list).
 pub const MAX_CHOICES: usize = 16;
 
@@ -781,12 +784,6 @@ pub fn response_constraint(f: Option<&Value>) -> Result<Option<Constraint>, ApiE
 /// Refuses the parameters this node cannot honour yet, naming each, instead of
 /// answering as if they had been applied.
 fn refuse_unsupported(req: &ChatRequest) -> Result<(), ApiError> {
-    if req.logprobs == Some(true) || req.top_logprobs.is_some_and(|k| k > 0) {
-        return Err(ApiError::unsupported(
-            "logprobs",
-            "logprobs are not supported by this node yet",
-        ));
-    }
     if req.logit_bias.as_ref().is_some_and(|b| !b.is_empty()) {
         return Err(ApiError::unsupported(
             "logit_bias",
@@ -858,7 +855,7 @@ pub(crate) fn find_model(st: &vouch_state::State, name: &str) -> Option<Hash32> 
 
 /// The assistant message for a receipt, with the calls read from it when tools were
 /// offered (`finish_reason` is then `tool_calls`).
-fn assistant_message(r: &Receipt, offered: &[tools::Tool]) -> (Value, &'static str) {
+pub(crate) fn assistant_message(r: &Receipt, offered: &[tools::Tool]) -> (Value, &'static str) {
     if !offered.is_empty() {
         let (content, calls) = tools::read_calls(&r.output, offered);
         if !calls.is_empty() {
@@ -876,8 +873,24 @@ fn assistant_message(r: &Receipt, offered: &[tools::Tool]) -> (Value, &'static s
 }
 
 /// A fresh id for a streamed response (128 random bits: two streams never share one).
-fn response_id(prefix: &str) -> String {
+pub(crate) fn response_id(prefix: &str) -> String {
     format!("{prefix}-{:032x}", rand::random::<u128>())
+}
+
+/// A request checked, priced and reserved against its key, with one plan per choice:
+/// what chat completions, completions and responses share.
+pub(crate) struct Prepared {
+    pub(crate) plans: Vec<Plan>,
+    pub(crate) budget: Reservation,
+    /// The tools offered to the model (empty when none, or `tool_choice` is `none`).
+    pub(crate) offered: Vec<tools::Tool>,
+    pub(crate) model_name: String,
+    pub(crate) created: u64,
+    pub(crate) stream: bool,
+    pub(crate) include_usage: bool,
+    /// `Some(top)` when the request asked for logprobs (with `top` alternatives).
+    pub(crate) logprobs: Option<usize>,
+    pub(crate) provider: Arc<ProviderRole>,
 }
 
 async fn complete(
@@ -886,10 +899,270 @@ async fn complete(
     body: Result<Json<ChatRequest>, axum::extract::rejection::JsonRejection>,
     chat: bool,
 ) -> Result<Response, ApiError> {
-    let (key_id, mut rec) = load_key(&s, &headers)?;
+    let (key_id, rec) = load_key(&s, &headers)?;
     let Json(req) =
         body.map_err(|e| ApiError::bad_request(format!("malformed request: {}", e.body_text())))?;
+    let Prepared {
+        plans,
+        budget,
+        offered,
+        model_name,
+        created,
+        stream,
+        include_usage,
+        logprobs,
+        provider,
+    } = prepare(&s, key_id, rec, req, chat).await?;
+    let object = if chat {
+        "chat.completion"
+    } else {
+        "text_completion"
+    };
+    let stream_tools = offered.clone();
+    let choice_body = move |i: usize, r: &Receipt| {
+        if chat {
+            let (message, finish) = assistant_message(r, &offered);
+            json!({"index": i, "message": message,
+                   "finish_reason": finish, "logprobs": null, "receipt": r.id()})
+        } else {
+            json!({"index": i, "text": r.output, "finish_reason": finish_str(r.finish_reason),
+                   "logprobs": null, "receipt": r.id()})
+        }
+    };
+    if !stream {
+        let mut answers: Vec<Answer> = Vec::with_capacity(plans.len());
+        let mut charged = 0u64;
+        for plan in plans {
+            match plan.execute(None).await {
+                Ok(a) => {
+                    charged = charged.saturating_add(charge(a.price, &a.done.receipt));
+                    answers.push(a);
+                }
+                Err(e) => {
+                    // Choices answered before the failure were committed and are paid.
+                    let jobs: Vec<Hash32> = answers.iter().map(|a| a.done.job).collect();
+                    budget.settle(charged, &jobs, None);
+                    return Err(e);
+                }
+            }
+        }
+        let jobs: Vec<Hash32> = answers.iter().map(|a| a.done.job).collect();
+        budget.settle(charged, &jobs, None);
+        let mut choices: Vec<Value> = answers
+            .iter()
+            .enumerate()
+            .map(|(i, a)| choice_body(i, &a.done.receipt))
+            .collect();
+        if let Some(top) = logprobs {
+            for (c, a) in choices.iter_mut().zip(&answers) {
+                c["logprobs"] = logprobs_json(&provider, &a.done.receipt, top).await?;
+            }
+        }
+        let receipts: Vec<Receipt> = answers.iter().map(|a| a.done.receipt.clone()).collect();
+        let first = &answers[0];
+        let mut body = json!({
+            "id": format!("job-{}", first.done.job), "object": object, "created": created, "model": model_name,
+            "choices": choices, "usage": usage(&receipts),
+            "receipt": first.done.receipt.id(), "receipt_url": format!("/v1/receipts/{}", first.done.receipt.id()),
+            "vouch": vouch_info(&first.done, &first.failover),
+        });
+        if chat {
+            body["system_fingerprint"] = json!(vouch_inference::ENGINE_NAME);
+        }
+        if answers.len() > 1 {
+            body["receipts"] = json!(receipts.iter().map(Receipt::id).collect::<Vec<_>>());
+        }
+        let mut resp = Json(body).into_response();
+        receipt_headers(&mut resp, &first.done);
+        return Ok(resp);
+    }
+
+    // Streaming: for each choice in turn, text deltas as they are generated, then its
+    // finish chunk with its receipt; the usage chunk if asked for; [DONE].
+    let (tx_ev, rx_ev) =
+        tokio::sync::mpsc::unbounded_channel::<Result<SseEvent, std::convert::Infallible>>();
+    let id = response_id(if chat { "chatcmpl" } else { "cmpl" });
+    let chunk_object = if chat {
+        "chat.completion.chunk"
+    } else {
+        "text_completion"
+    };
+    let mk = {
+        let (id, model_name) = (id.clone(), model_name.clone());
+        move |index: usize, delta: Value, finish: Value, extra: Option<(&str, Value)>| {
+            let lp = match extra {
+                Some(("logprobs", ref v)) => v.clone(),
+                _ => Value::Null,
+            };
+            let extra = extra.filter(|e| e.0 != "logprobs");
+            let choice = if chat {
+                json!({"index": index, "delta": delta, "finish_reason": finish, "logprobs": lp})
+            } else {
+                json!({"index": index, "text": delta.get("content").cloned().unwrap_or(json!("")), "finish_reason": finish, "logprobs": null})
+            };
+            let mut v = json!({"id": id, "object": chunk_object, "created": created, "model": model_name, "choices": [choice]});
+            if let Some((k, x)) = extra {
+                v[k] = x;
+            }
+            SseEvent::default().data(v.to_string())
+        }
+    };
+    tokio::spawn(async move {
+        let mut done_receipts: Vec<Receipt> = Vec::new();
+        let mut jobs = Vec::new();
+        let mut charged = 0u64;
+        let mut failed = None;
+        for (index, plan) in plans.into_iter().enumerate() {
+            let (tx_text, mut rx_text) = tokio::sync::mpsc::unbounded_channel::<String>();
+            let _ = tx_ev.send(Ok(mk(
+                index,
+                json!({"role": "assistant", "content": "", "refusal": null}),
+                Value::Null,
+                None,
+            )));
+            // With tools offered, the text is held until the answer is whole: whether it
+            // is a call is known only then.
+            let hold = !stream_tools.is_empty();
+            let forward = {
+                let (tx_ev, mk) = (tx_ev.clone(), mk.clone());
+                tokio::spawn(async move {
+                    while let Some(t) = rx_text.recv().await {
+                        if !hold {
+                            let _ =
+                                tx_ev.send(Ok(mk(index, json!({"content": t}), Value::Null, None)));
+                        }
+                    }
+                })
+            };
+            let r = plan.execute(Some(tx_text)).await;
+            let _ = forward.await;
+            match r {
+                Ok(Answer {
+                    done,
+                    price,
+                    failover,
+                }) => {
+                    let r = &done.receipt;
+                    charged = charged.saturating_add(charge(price, r));
+                    jobs.push(done.job);
+                    let mut finish = finish_str(r.finish_reason);
+                    if hold {
+                        let (message, f) = assistant_message(r, &stream_tools);
+                        finish = f;
+                        let mut delta = json!({"content": message["content"]});
+                        if let Some(calls) = message.get("tool_calls").and_then(Value::as_array) {
+                            let calls: Vec<Value> = calls
+                                .iter()
+                                .enumerate()
+                                .map(|(k, c)| {
+                                    let mut c = c.clone();
+                                    c["index"] = json!(k);
+                                    c
+                                })
+                                .collect();
+                            delta["tool_calls"] = json!(calls);
+                        }
+                        let _ = tx_ev.send(Ok(mk(index, delta, Value::Null, None)));
+                    }
+                    if let Some(top) = logprobs {
+                        // The whole answer's logprobs, recomputed from its receipt, in one
+                        // chunk before the finish chunk.
+                        match logprobs_json(&provider, r, top).await {
+                            Ok(lp) => {
+                                let _ = tx_ev.send(Ok(mk(
+                                    index,
+                                    json!({}),
+                                    Value::Null,
+                                    Some(("logprobs", lp)),
+                                )));
+                            }
+                            Err(e) => {
+                                failed = Some(e);
+                                done_receipts.push(done.receipt.clone());
+                                break;
+                            }
+                        }
+                    }
+                    let _ = tx_ev.send(Ok(mk(
+                        index,
+                        json!({}),
+                        json!(finish),
+                        Some(("vouch", vouch_info(&done, &failover))),
+                    )));
+                    done_receipts.push(done.receipt);
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        budget.settle(charged, &jobs, None);
+        match failed {
+            None => {
+                if include_usage {
+                    let v = json!({"id": id, "object": chunk_object, "created": created, "model": model_name,
+                                   "choices": [], "usage": usage(&done_receipts)});
+                    let _ = tx_ev.send(Ok(SseEvent::default().data(v.to_string())));
+                }
+            }
+            Some(e) => {
+                let v = json!({"error": e.body()});
+                let _ = tx_ev.send(Ok(SseEvent::default().data(v.to_string())));
+            }
+        }
+        let _ = tx_ev.send(Ok(SseEvent::default().data("[DONE]")));
+    });
+    let stream =
+        futures_util::stream::unfold(
+            rx_ev,
+            |mut rx| async move { rx.recv().await.map(|e| (e, rx)) },
+        );
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
+        .into_response())
+}
+
+/// Checks a completion request, renders and prices its prompts, reserves its cost on the
+/// key, and plans one job per choice.
+pub(crate) async fn prepare(
+    s: &AppState,
+    key_id: Hash32,
+    mut rec: KeyRecord,
+    req: ChatRequest,
+    chat: bool,
+) -> Result<Prepared, ApiError> {
+    let s = s.clone();
     refuse_unsupported(&req)?;
+    let top = req.top_logprobs.unwrap_or(0);
+    if !(0..=MAX_TOP_LOGPROBS as i64).contains(&top) {
+        return Err(ApiError::bad_request(format!(
+            "top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}"
+        ))
+        .with_param("top_logprobs"));
+    }
+    if top > 0 && req.logprobs != Some(true) {
+        return Err(
+            ApiError::bad_request("top_logprobs needs logprobs: true").with_param("logprobs")
+        );
+    }
+    let logprobs = (req.logprobs == Some(true)).then_some(top as usize);
+    if logprobs.is_some() && !chat {
+        return Err(ApiError::unsupported(
+            "logprobs",
+            "logprobs are served on chat completions only",
+        ));
+    }
+    if logprobs.is_some()
+        && s.provider
+            .as_ref()
+            .is_some_and(|p| p.engine.chat_model().is_none())
+    {
+        return Err(ApiError::unsupported(
+            "logprobs",
+            "logprobs need the real model on this node (it recomputes them from the receipt)",
+        ));
+    }
     let provider = s
         .provider
         .clone()
@@ -1125,203 +1398,71 @@ async fn complete(
             });
         }
     }
-    let created = vouch_node::clock::now_ms() / 1000;
-    let model_name = req.model.clone();
-    let object = if chat {
-        "chat.completion"
-    } else {
-        "text_completion"
-    };
     let offered = if tool_choice == tools::Choice::None {
         Vec::new()
     } else {
         tools
     };
-    let stream_tools = offered.clone();
-    let choice_body = move |i: usize, r: &Receipt| {
-        if chat {
-            let (message, finish) = assistant_message(r, &offered);
-            json!({"index": i, "message": message,
-                   "finish_reason": finish, "logprobs": null, "receipt": r.id()})
-        } else {
-            json!({"index": i, "text": r.output, "finish_reason": finish_str(r.finish_reason),
-                   "logprobs": null, "receipt": r.id()})
-        }
-    };
-    if !req.stream {
-        let mut answers: Vec<Answer> = Vec::with_capacity(plans.len());
-        let mut charged = 0u64;
-        for plan in plans {
-            match plan.execute(None).await {
-                Ok(a) => {
-                    charged = charged.saturating_add(charge(a.price, &a.done.receipt));
-                    answers.push(a);
-                }
-                Err(e) => {
-                    // Choices answered before the failure were committed and are paid.
-                    let jobs: Vec<Hash32> = answers.iter().map(|a| a.done.job).collect();
-                    budget.settle(charged, &jobs, None);
-                    return Err(e);
-                }
-            }
-        }
-        let jobs: Vec<Hash32> = answers.iter().map(|a| a.done.job).collect();
-        budget.settle(charged, &jobs, None);
-        let choices: Vec<Value> = answers
-            .iter()
-            .enumerate()
-            .map(|(i, a)| choice_body(i, &a.done.receipt))
-            .collect();
-        let receipts: Vec<Receipt> = answers.iter().map(|a| a.done.receipt.clone()).collect();
-        let first = &answers[0];
-        let mut body = json!({
-            "id": format!("job-{}", first.done.job), "object": object, "created": created, "model": model_name,
-            "choices": choices, "usage": usage(&receipts),
-            "receipt": first.done.receipt.id(), "receipt_url": format!("/v1/receipts/{}", first.done.receipt.id()),
-            "vouch": vouch_info(&first.done, &first.failover),
-        });
-        if chat {
-            body["system_fingerprint"] = json!(vouch_inference::ENGINE_NAME);
-        }
-        if answers.len() > 1 {
-            body["receipts"] = json!(receipts.iter().map(Receipt::id).collect::<Vec<_>>());
-        }
-        let mut resp = Json(body).into_response();
-        receipt_headers(&mut resp, &first.done);
-        return Ok(resp);
-    }
+    Ok(Prepared {
+        plans,
+        budget,
+        offered,
+        model_name: req.model.clone(),
+        created: vouch_node::clock::now_ms() / 1000,
+        stream: req.stream,
+        include_usage: req.stream_options.is_some_and(|o| o.include_usage),
+        logprobs,
+        provider,
+    })
+}
 
-    // Streaming: for each choice in turn, text deltas as they are generated, then its
-    // finish chunk with its receipt; the usage chunk if asked for; [DONE].
-    let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
-    let (tx_ev, rx_ev) =
-        tokio::sync::mpsc::unbounded_channel::<Result<SseEvent, std::convert::Infallible>>();
-    let id = response_id(if chat { "chatcmpl" } else { "cmpl" });
-    let chunk_object = if chat {
-        "chat.completion.chunk"
-    } else {
-        "text_completion"
-    };
-    let mk = {
-        let (id, model_name) = (id.clone(), model_name.clone());
-        move |index: usize, delta: Value, finish: Value, extra: Option<(&str, Value)>| {
-            let choice = if chat {
-                json!({"index": index, "delta": delta, "finish_reason": finish, "logprobs": null})
-            } else {
-                json!({"index": index, "text": delta.get("content").cloned().unwrap_or(json!("")), "finish_reason": finish, "logprobs": null})
-            };
-            let mut v = json!({"id": id, "object": chunk_object, "created": created, "model": model_name, "choices": [choice]});
-            if let Some((k, x)) = extra {
-                v[k] = x;
-            }
-            SseEvent::default().data(v.to_string())
-        }
-    };
-    tokio::spawn(async move {
-        let mut done_receipts: Vec<Receipt> = Vec::new();
-        let mut jobs = Vec::new();
-        let mut charged = 0u64;
-        let mut failed = None;
-        for (index, plan) in plans.into_iter().enumerate() {
-            let (tx_text, mut rx_text) = tokio::sync::mpsc::unbounded_channel::<String>();
-            let _ = tx_ev.send(Ok(mk(
-                index,
-                json!({"role": "assistant", "content": "", "refusal": null}),
-                Value::Null,
-                None,
-            )));
-            // With tools offered, the text is held until the answer is whole: whether it
-            // is a call is known only then.
-            let hold = !stream_tools.is_empty();
-            let forward = {
-                let (tx_ev, mk) = (tx_ev.clone(), mk.clone());
-                tokio::spawn(async move {
-                    while let Some(t) = rx_text.recv().await {
-                        if !hold {
-                            let _ =
-                                tx_ev.send(Ok(mk(index, json!({"content": t}), Value::Null, None)));
-                        }
-                    }
-                })
-            };
-            let r = plan.execute(Some(tx_text)).await;
-            let _ = forward.await;
-            match r {
-                Ok(Answer {
-                    done,
-                    price,
-                    failover,
-                }) => {
-                    let r = &done.receipt;
-                    charged = charged.saturating_add(charge(price, r));
-                    jobs.push(done.job);
-                    let mut finish = finish_str(r.finish_reason);
-                    if hold {
-                        let (message, f) = assistant_message(r, &stream_tools);
-                        finish = f;
-                        let mut delta = json!({"content": message["content"]});
-                        if let Some(calls) = message.get("tool_calls").and_then(Value::as_array) {
-                            let calls: Vec<Value> = calls
-                                .iter()
-                                .enumerate()
-                                .map(|(k, c)| {
-                                    let mut c = c.clone();
-                                    c["index"] = json!(k);
-                                    c
-                                })
-                                .collect();
-                            delta["tool_calls"] = json!(calls);
-                        }
-                        let _ = tx_ev.send(Ok(mk(index, delta, Value::Null, None)));
-                    }
-                    let _ = tx_ev.send(Ok(mk(
-                        index,
-                        json!({}),
-                        json!(finish),
-                        Some(("vouch", vouch_info(&done, &failover))),
-                    )));
-                    done_receipts.push(done.receipt);
-                }
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
-        budget.settle(charged, &jobs, None);
-        match failed {
-            None => {
-                if include_usage {
-                    let v = json!({"id": id, "object": chunk_object, "created": created, "model": model_name,
-                                   "choices": [], "usage": usage(&done_receipts)});
-                    let _ = tx_ev.send(Ok(SseEvent::default().data(v.to_string())));
-                }
-            }
-            Some(e) => {
-                let v = json!({"error": e.body()});
-                let _ = tx_ev.send(Ok(SseEvent::default().data(v.to_string())));
-            }
-        }
-        let _ = tx_ev.send(Ok(SseEvent::default().data("[DONE]")));
-    });
-    let stream =
-        futures_util::stream::unfold(
-            rx_ev,
-            |mut rx| async move { rx.recv().await.map(|e| (e, rx)) },
-        );
-    Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(10)))
-        .into_response())
+/// Chat `logprobs` for an answer, recomputed from its receipt by this node's model
+/// (`vouch_verify::logprobs`: what any verifier with the weights gets), never taken from
+/// the provider that answered.
+pub(crate) async fn logprobs_json(
+    provider: &Arc<ProviderRole>,
+    r: &Receipt,
+    top: usize,
+) -> Result<Value, ApiError> {
+    let model = provider.engine.chat_model().ok_or_else(|| {
+        ApiError::unsupported("logprobs", "logprobs need the real model on this node")
+    })?;
+    let r = r.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut m = model.lock().unwrap_or_else(|p| p.into_inner());
+        let lp = vouch_verify::logprobs(&r, &mut m, top)?;
+        let entry = |t: u32, l: f64| {
+            let text = m.detokenize(&[t]).unwrap_or_default();
+            json!({"token": text, "logprob": l, "bytes": text.as_bytes()})
+        };
+        let content: Vec<Value> = lp
+            .iter()
+            .map(|x| {
+                let mut e = entry(x.token, x.logprob);
+                e["top_logprobs"] = json!(x
+                    .top
+                    .iter()
+                    .filter(|(_, l)| l.is_finite())
+                    .map(|&(t, l)| entry(t, l))
+                    .collect::<Vec<_>>());
+                e
+            })
+            .collect();
+        Ok::<_, vouch_verify::VerifyError>(json!({"content": content, "refusal": null}))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| ApiError::internal(format!("logprobs: {e}")))
 }
 
 /// What a job costs at `price` per token: prompt plus generated tokens.
-fn charge(price: u64, r: &Receipt) -> u64 {
+pub(crate) fn charge(price: u64, r: &Receipt) -> u64 {
     price.saturating_mul(u64::from(r.prompt_tokens) + r.output_tokens.len() as u64)
 }
 
 /// The ledger side of an answer: the job, the provider, and the pending result commit
 /// (the receipt's inclusion proof is at `receipt_url` once that is final).
-fn vouch_info(d: &vouch_node::provider::Done, failover: &[Value]) -> Value {
+pub(crate) fn vouch_info(d: &vouch_node::provider::Done, failover: &[Value]) -> Value {
     let mut v = json!({"receipt": d.receipt.id(), "job": d.job, "provider": d.receipt.provider, "commit_tx": d.commit,
            "engine_ms": d.engine.as_secs_f64() * 1e3});
     if !failover.is_empty() {
@@ -1331,7 +1472,7 @@ fn vouch_info(d: &vouch_node::provider::Done, failover: &[Value]) -> Value {
 }
 
 /// A checked request, ready to run on whichever provider the scheduler picks.
-struct Plan {
+pub(crate) struct Plan {
     s: AppState,
     /// This node's provider (its tokenizer priced the request).
     local: Arc<ProviderRole>,
@@ -1352,12 +1493,12 @@ struct Plan {
 }
 
 /// The one answer a request gets.
-struct Answer {
-    done: vouch_node::provider::Done,
+pub(crate) struct Answer {
+    pub(crate) done: vouch_node::provider::Done,
     /// The answering provider's price per token.
-    price: u64,
+    pub(crate) price: u64,
     /// Providers that failed before it, and why.
-    failover: Vec<Value>,
+    pub(crate) failover: Vec<Value>,
 }
 
 impl Plan {
@@ -1366,7 +1507,7 @@ impl Plan {
     /// escrow expires and is refunded. Streamed text reaches `sink` once: a later attempt
     /// only adds what goes beyond what the client already has, and its receipt must begin
     /// with that text.
-    async fn execute(
+    pub(crate) async fn execute(
         mut self,
         sink: Option<tokio::sync::mpsc::UnboundedSender<String>>,
     ) -> Result<Answer, ApiError> {

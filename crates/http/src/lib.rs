@@ -22,6 +22,7 @@ pub mod mcp;
 pub mod node;
 pub mod observe;
 pub mod provenance;
+pub mod responses;
 pub mod server;
 pub mod state;
 pub mod tools;

@@ -226,11 +226,7 @@ async fn penalties_are_bounded_and_signed_into_the_sampling_rule() {
 async fn parameters_this_node_cannot_honour_are_400_never_ignored() {
     let n = Node::start().await;
     let k = n.key(0, UNIT).await;
-    let cases = [
-        ("logprobs", json!(true), "logprobs"),
-        ("top_logprobs", json!(3), "logprobs"),
-        ("logit_bias", json!({"50": 5}), "logit_bias"),
-    ];
+    let cases = [("logit_bias", json!({"50": 5}), "logit_bias")];
     for (field, value, param) in cases {
         let mut b = n.chat_body("x", 4);
         b[field] = value;
@@ -582,4 +578,101 @@ async fn json_post_raw(n: &Node, path: &str, body: &str, key: &str) -> (StatusCo
         .call(common::post_raw(path, body.as_bytes().to_vec(), Some(key)))
         .await;
     (s, json_of(&b))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_answer_with_a_message_item_and_the_event_stream() {
+    let n = Node::start().await;
+    let k = n.key(0, UNIT).await;
+    let body = json!({"model": MODEL, "input": "hello there", "instructions": "Be brief.", "max_output_tokens": 6});
+    let (s, v) = n.post("/v1/responses", &body, Some(&k.api_key)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["object"], "response");
+    assert!(v["id"].as_str().unwrap().starts_with("resp-"));
+    let r = receipt(&n, &v["receipt"]).await;
+    assert_eq!(v["output"][0]["type"], "message");
+    assert_eq!(v["output"][0]["content"][0]["type"], "output_text");
+    assert_eq!(v["output"][0]["content"][0]["text"], r.output.as_str());
+    assert_eq!(v["usage"]["output_tokens"], r.output_tokens.len());
+    // instructions are the system turn, input the user turn.
+    let want = n.engine.render_chat(&[
+        Message {
+            role: "system".into(),
+            content: "Be brief.".into(),
+        },
+        Message::user("hello there"),
+    ]);
+    assert_eq!(r.prompt, want);
+    if r.finish_reason == vouch_types::FinishReason::Length {
+        assert_eq!(v["status"], "incomplete");
+        assert_eq!(v["incomplete_details"]["reason"], "max_output_tokens");
+    }
+    // Input items: a message with parts, an earlier call and its output.
+    let body = json!({"model": MODEL, "max_output_tokens": 4, "input": [
+        {"role": "user", "content": [{"type": "input_text", "text": "weather?"}]},
+        {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "cold"}]});
+    let (s, v) = n.post("/v1/responses", &body, Some(&k.api_key)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let r = receipt(&n, &v["receipt"]).await;
+    assert!(r.prompt.contains("<tool_call>\n{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Oslo\"}}\n</tool_call>"), "{}", r.prompt);
+    assert!(
+        r.prompt.contains("<tool_response>\ncold\n</tool_response>"),
+        "{}",
+        r.prompt
+    );
+    // No state is kept: previous_response_id is refused, naming the field.
+    let body = json!({"model": MODEL, "input": "x", "previous_response_id": "resp-1"});
+    let (s, v) = n.post("/v1/responses", &body, Some(&k.api_key)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["param"], "previous_response_id");
+    let (s, v) = n
+        .post("/v1/responses", &json!({"model": MODEL}), Some(&k.api_key))
+        .await;
+    assert_eq!(
+        (s, v["error"]["param"].clone()),
+        (StatusCode::BAD_REQUEST, json!("input"))
+    );
+    // Streamed: the event sequence, the deltas adding up to the receipt's output.
+    let body =
+        json!({"model": MODEL, "input": "stream please", "max_output_tokens": 6, "stream": true});
+    let (s, _, raw) = n.call(post("/v1/responses", &body, Some(&k.api_key))).await;
+    assert_eq!(s, StatusCode::OK);
+    let events: Vec<Value> = sse_data(&raw)
+        .into_iter()
+        .map(|d| serde_json::from_str(&d).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds[0], "response.created");
+    assert_eq!(*kinds.last().unwrap(), "response.completed");
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e["sequence_number"], i, "{e}");
+    }
+    let deltas: String = events
+        .iter()
+        .filter(|e| e["type"] == "response.output_text.delta")
+        .map(|e| e["delta"].as_str().unwrap())
+        .collect();
+    let done = &events.last().unwrap()["response"];
+    let r = receipt(&n, &done["receipt"]).await;
+    assert_eq!(deltas, r.output);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logprobs_are_bounded_and_need_the_real_model() {
+    let n = Node::start().await;
+    let k = n.key(0, UNIT).await;
+    for (lp, top, param) in [
+        (json!(true), json!(21), "top_logprobs"),
+        (json!(false), json!(2), "logprobs"),
+        // The stand-in engine has no logits: refused, never made up.
+        (json!(true), json!(2), "logprobs"),
+    ] {
+        let mut b = n.chat_body("x", 4);
+        b["logprobs"] = lp;
+        b["top_logprobs"] = top;
+        let (s, v) = chat(&n, &k.api_key, &b).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert_eq!(v["error"]["param"], param, "{v}");
+    }
 }

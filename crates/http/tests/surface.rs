@@ -577,12 +577,14 @@ async fn temperature_and_top_p_out_of_range_are_400_and_the_bounds_pass() {
         let mut b = n.chat_body("x", 4);
         b["temperature"] = json!(t);
         b["top_p"] = json!(p);
-        assert_error(
-            chat(&n, &k.api_key, &b).await,
-            400,
-            "invalid_request_error",
-            "temperature must be in [0, 2] and top_p in (0, 1]",
-        );
+        let (needle, param) = if (0.0..=2.0).contains(&t) {
+            ("top_p must be in (0, 1]", "top_p")
+        } else {
+            ("temperature must be in [0, 2]", "temperature")
+        };
+        let (s, v) = chat(&n, &k.api_key, &b).await;
+        assert_eq!(v["error"]["param"], param, "{v}");
+        assert_error((s, v), 400, "invalid_request_error", needle);
     }
     assert_eq!(spent(&n, &k.api_key).await, 0);
     for (t, p) in [(2.0, 1.0), (0.0, 0.01)] {

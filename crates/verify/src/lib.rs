@@ -535,6 +535,66 @@ fn compare(
     Ok(rep)
 }
 
+/// One output token's log-probability and the likeliest alternatives, as a verifier
+/// recomputes them from a receipt.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TokenLogprob {
+    pub token: u32,
+    pub logprob: f64,
+    /// The `top` likeliest tokens at this position (id, log-probability), likeliest first.
+    pub top: Vec<(u32, f64)>,
+}
+
+/// The log-probabilities of a generation receipt's output tokens: at each position, the
+/// log-softmax of the logits the sampling rule picks from (the model's, less the
+/// penalties, outside the constraint's mask at minus infinity), before temperature and
+/// top-p. A pure function of the receipt and the model, so anyone with the weights gets
+/// the same values: the gateway computes them this way rather than trusting a provider.
+/// The final stop token, which carries no text, is left out.
+pub fn logprobs(
+    r: &Receipt,
+    model: &mut ChatModel,
+    top: usize,
+) -> Result<Vec<TokenLogprob>, VerifyError> {
+    let ids = prepare(r, model)?;
+    let masks = constraint_masks(r, model)?;
+    let s = model.score_batch(&[(&ids, &r.output_tokens)])?.remove(0);
+    let vocab = model.vocab();
+    let mut history = sampling::History::new();
+    let mut out = Vec::with_capacity(r.output_tokens.len());
+    for (pos, &tok) in r.output_tokens.iter().enumerate() {
+        if pos + 1 == r.output_tokens.len() && model.is_stop(tok) {
+            break;
+        }
+        let row = rule_logits(
+            &s.logits[pos * vocab..(pos + 1) * vocab],
+            &r.sampling,
+            &history,
+            masks.as_ref().map(|m| &m[pos]),
+        );
+        let mx = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+        let z: f64 = row.iter().map(|&l| (l as f64 - mx).exp()).sum();
+        let lz = mx + z.ln();
+        let mut best: Vec<(u32, f64)> = Vec::new();
+        if top > 0 {
+            let mut order: Vec<u32> = (0..row.len() as u32).collect();
+            order.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
+            best = order
+                .into_iter()
+                .take(top)
+                .map(|t| (t, row[t as usize] as f64 - lz))
+                .collect();
+        }
+        out.push(TokenLogprob {
+            token: tok,
+            logprob: row[tok as usize] as f64 - lz,
+            top: best,
+        });
+        history.push(tok);
+    }
+    Ok(out)
+}
+
 /// Recomputes an embedding receipt's vector and compares.
 pub fn check_reexecute_embedding(r: &Receipt, model: &Embedder) -> Result<f32, VerifyError> {
     check_fast(r)?;
