@@ -24,8 +24,16 @@ apt_install() { as_root apt-get update -qq && as_root env DEBIAN_FRONTEND=nonint
 command -v chromium >/dev/null || apt_install chromium
 command -v npm >/dev/null || apt_install nodejs npm
 (cd web && npm ci --no-audit --no-fund --loglevel=error)
-# The official OpenAI and MCP clients, used by the gateway tests as agents and apps use them.
-python3 -c "import openai, mcp" 2>/dev/null || python3 -m pip install --quiet "openai==3.54.0" "mcp==2.3.0"
+# The official OpenAI and MCP clients, LangChain's OpenAI integration and LiteLLM, used by
+# the gateway tests as agents and apps use them (pinned together: they share `openai`).
+PY_CLIENTS=("openai==3.54.0" "mcp==2.3.0" "langchain-openai==1.8.1" "litellm==1.110.2")
+python3 - "${PY_CLIENTS[@]}" <<'PY' 2>/dev/null || python3 -m pip install --quiet "${PY_CLIENTS[@]}"
+import sys
+from importlib.metadata import version
+for spec in sys.argv[1:]:
+    name, want = spec.split("==")
+    assert version(name) == want, spec
+PY
 phase clippy
 cargo clippy --profile ci --locked --all-targets -- -D warnings
 phase tests

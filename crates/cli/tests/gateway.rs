@@ -224,6 +224,109 @@ fn official_openai_client_against_vouch_up() {
         );
     }
 
+    // The official Node client (web/package.json) does the same from JavaScript; its
+    // receipts survive JSON.parse/JSON.stringify (checked by /v1/verify in the script)
+    // and pass re-execution here.
+    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web");
+    let o = Command::new("node")
+        .arg(web.join("tests/openai_client.mjs"))
+        .current_dir(&web)
+        .env("VOUCH_BASE_URL", format!("{n}/v1"))
+        .env("VOUCH_API_KEY", &api_key)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let js: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    for what in [
+        "chat",
+        "stream",
+        "structured",
+        "tool",
+        "followup",
+        "responses",
+    ] {
+        let rid = js[what].as_str().unwrap_or_else(|| panic!("{what}: {js}"));
+        let receipt: Value = agent()
+            .get(&format!("{n}/v1/receipts/{rid}"))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_json()
+            .unwrap();
+        let path = home.join(format!("js-{rid}.json"));
+        std::fs::write(&path, receipt.to_string()).unwrap();
+        let (ok, out, err) = vouch(
+            home,
+            &n,
+            &[
+                "verify",
+                "--reexecute",
+                "--allow-unverified",
+                path.to_str().unwrap(),
+            ],
+        );
+        assert!(ok && out.contains("re-executed"), "{what}: {out}{err}");
+    }
+
+    // LangChain (bind_tools with a forced call, with_structured_output, OpenAIEmbeddings)
+    // and LiteLLM (chat, a forced call, JSON mode, its context-window error): their
+    // receipts pass re-execution too.
+    for script in ["langchain_client.py", "litellm_client.py"] {
+        let o = Command::new("python3")
+            .arg(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests")
+                    .join(script),
+            )
+            .env("VOUCH_BASE_URL", format!("{n}/v1"))
+            .env("VOUCH_API_KEY", &api_key)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "{script}: {stdout}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        if script.starts_with("litellm") {
+            assert_eq!(v["context_error"], "ContextWindowExceededError", "{v}");
+        }
+        for (what, rid) in v.as_object().unwrap() {
+            let Some(rid) = rid.as_str().filter(|r| r.len() == 64) else {
+                continue;
+            };
+            let receipt: Value = agent()
+                .get(&format!("{n}/v1/receipts/{rid}"))
+                .call()
+                .unwrap()
+                .body_mut()
+                .read_json()
+                .unwrap();
+            let path = home.join(format!("{script}-{rid}.json"));
+            std::fs::write(&path, receipt.to_string()).unwrap();
+            let (ok, out, err) = vouch(
+                home,
+                &n,
+                &[
+                    "verify",
+                    "--reexecute",
+                    "--allow-unverified",
+                    path.to_str().unwrap(),
+                ],
+            );
+            assert!(
+                ok && out.contains("re-executed"),
+                "{script} {what}: {out}{err}"
+            );
+        }
+    }
+
     // The streamed text is the receipt's output.
     let rid = r["stream"]["receipt"].as_str().unwrap();
     let receipt: Value = agent()

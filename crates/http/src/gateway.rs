@@ -1317,14 +1317,16 @@ pub(crate) async fn prepare(
             None => room,
         };
         if max_tokens == 0 || prompt_tokens + max_tokens > provider.context {
+            // OpenAI's wording, which client libraries match to raise their context
+            // window errors (LiteLLM's fallbacks, LangChain's ContextOverflowError).
+            let c = provider.context;
             let message = match requested {
                 Some(m) => format!(
-                    "prompt of {prompt_tokens} tokens plus max_tokens {m} exceeds the model's context of {}",
-                    provider.context
+                    "This model's maximum context length is {c} tokens. However, you requested {} tokens ({prompt_tokens} in the prompt, {m} in the completion): the prompt of {prompt_tokens} tokens plus max_tokens {m} exceeds the model's context of {c}. Please reduce the length of the messages or completion.",
+                    prompt_tokens + m as usize
                 ),
                 None => format!(
-                    "prompt of {prompt_tokens} tokens leaves no room in the model's context of {}",
-                    provider.context
+                    "This model's maximum context length is {c} tokens. However, your prompt is {prompt_tokens} tokens: the prompt of {prompt_tokens} tokens leaves no room in the model's context of {c}. Please reduce the length of the messages."
                 ),
             };
             return Err(ApiError::bad_request(message)
