@@ -11,6 +11,32 @@ use serde_json::{json, Value};
 mod common;
 use common::{agent, start_dev_node, vouch};
 
+/// Fetches a served receipt, writes it to `home`, and re-executes it with `vouch verify
+/// --reexecute` (which must pass); returns the receipt.
+fn reexecuted(home: &Path, n: &str, rid: &str, what: &str) -> Value {
+    let receipt: Value = agent()
+        .get(&format!("{n}/v1/receipts/{rid}"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    let path = home.join(format!("reexec-{rid}.json"));
+    std::fs::write(&path, receipt.to_string()).unwrap();
+    let (ok, out, err) = vouch(
+        home,
+        n,
+        &[
+            "verify",
+            "--reexecute",
+            "--allow-unverified",
+            path.to_str().unwrap(),
+        ],
+    );
+    assert!(ok && out.contains("re-executed"), "{what}: {out}{err}");
+    receipt
+}
+
 #[test]
 fn official_openai_client_against_vouch_up() {
     let dir = tempfile::tempdir().unwrap();
@@ -108,26 +134,7 @@ fn official_openai_client_against_vouch_up() {
         &r["tools"]["followup_receipt"],
     ] {
         let rid = rid.as_str().unwrap();
-        let receipt: Value = agent()
-            .get(&format!("{n}/v1/receipts/{rid}"))
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_json()
-            .unwrap();
-        let path = home.join(format!("{rid}.json"));
-        std::fs::write(&path, receipt.to_string()).unwrap();
-        let (ok, out, err) = vouch(
-            home,
-            &n,
-            &[
-                "verify",
-                "--reexecute",
-                "--allow-unverified",
-                path.to_str().unwrap(),
-            ],
-        );
-        assert!(ok && out.contains("re-executed"), "{out}{err}");
+        reexecuted(home, &n, rid, "constrained");
     }
     let tool_receipt: Value = agent()
         .get(&format!(
@@ -167,26 +174,7 @@ fn official_openai_client_against_vouch_up() {
         &r["responses"]["tool_receipt"],
     ] {
         let rid = rid.as_str().unwrap();
-        let receipt: Value = agent()
-            .get(&format!("{n}/v1/receipts/{rid}"))
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_json()
-            .unwrap();
-        let path = home.join(format!("{rid}.json"));
-        std::fs::write(&path, receipt.to_string()).unwrap();
-        let (ok, out, err) = vouch(
-            home,
-            &n,
-            &[
-                "verify",
-                "--reexecute",
-                "--allow-unverified",
-                path.to_str().unwrap(),
-            ],
-        );
-        assert!(ok && out.contains("re-executed"), "{out}{err}");
+        reexecuted(home, &n, rid, "responses");
     }
     let events: Vec<&str> = r["responses"]["events"]
         .as_array()
@@ -251,26 +239,7 @@ fn official_openai_client_against_vouch_up() {
         "responses",
     ] {
         let rid = js[what].as_str().unwrap_or_else(|| panic!("{what}: {js}"));
-        let receipt: Value = agent()
-            .get(&format!("{n}/v1/receipts/{rid}"))
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_json()
-            .unwrap();
-        let path = home.join(format!("js-{rid}.json"));
-        std::fs::write(&path, receipt.to_string()).unwrap();
-        let (ok, out, err) = vouch(
-            home,
-            &n,
-            &[
-                "verify",
-                "--reexecute",
-                "--allow-unverified",
-                path.to_str().unwrap(),
-            ],
-        );
-        assert!(ok && out.contains("re-executed"), "{what}: {out}{err}");
+        reexecuted(home, &n, rid, what);
     }
 
     // LangChain (bind_tools with a forced call, with_structured_output, OpenAIEmbeddings)
@@ -301,29 +270,7 @@ fn official_openai_client_against_vouch_up() {
             let Some(rid) = rid.as_str().filter(|r| r.len() == 64) else {
                 continue;
             };
-            let receipt: Value = agent()
-                .get(&format!("{n}/v1/receipts/{rid}"))
-                .call()
-                .unwrap()
-                .body_mut()
-                .read_json()
-                .unwrap();
-            let path = home.join(format!("{script}-{rid}.json"));
-            std::fs::write(&path, receipt.to_string()).unwrap();
-            let (ok, out, err) = vouch(
-                home,
-                &n,
-                &[
-                    "verify",
-                    "--reexecute",
-                    "--allow-unverified",
-                    path.to_str().unwrap(),
-                ],
-            );
-            assert!(
-                ok && out.contains("re-executed"),
-                "{script} {what}: {out}{err}"
-            );
+            reexecuted(home, &n, rid, &format!("{script} {what}"));
         }
     }
 

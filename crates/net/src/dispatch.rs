@@ -616,18 +616,7 @@ impl Dispatch {
                 _ => None,
             });
         // What the receipt must say it did: the sampling and the controls asked for.
-        let want_sampling = vouch_types::Sampling {
-            temperature: req.temperature,
-            top_p: req.top_p,
-            seed: req.seed,
-            max_tokens: req.max_tokens,
-            presence_penalty: req.presence_penalty,
-            frequency_penalty: req.frequency_penalty,
-        };
-        let want_controls = vouch_types::Controls {
-            stop: req.stop.clone(),
-            constraint: req.constraint.clone(),
-        };
+        let (want_sampling, want_controls) = (req.sampling(), req.controls());
         let r = async {
             let Some((job, input_hash)) = expect else {
                 return Err(AttemptError::Client(ServeError::internal(

@@ -89,6 +89,27 @@ fn one() -> f32 {
     1.0
 }
 
+impl JobRequest {
+    /// The sampling rule the request asks for (and its receipt must name).
+    pub fn sampling(&self) -> Sampling {
+        Sampling {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            seed: self.seed,
+            max_tokens: self.max_tokens,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+        }
+    }
+    /// The stop strings and constraint the request asks for.
+    pub fn controls(&self) -> Controls {
+        Controls {
+            stop: self.stop.clone(),
+            constraint: self.constraint.clone(),
+        }
+    }
+}
+
 /// The exact prompt text and its kind for a request, as the provider will render it.
 pub fn render(
     req_messages: Option<&[Message]>,
@@ -274,18 +295,7 @@ impl ProviderRole {
                 "max_tokens must be between 1 and the job's {max_tokens}"
             )));
         }
-        let sampling = Sampling {
-            temperature: req.temperature,
-            top_p: req.top_p,
-            seed: req.seed,
-            max_tokens: req.max_tokens,
-            presence_penalty: req.presence_penalty,
-            frequency_penalty: req.frequency_penalty,
-        };
-        let controls = Controls {
-            stop: req.stop,
-            constraint: req.constraint,
-        };
+        let (sampling, controls) = (req.sampling(), req.controls());
         check_sampling(&sampling, &controls)?;
         self.check_controls(&controls).await?;
         // Check the prompt fits before any money moves.
