@@ -37,6 +37,19 @@ fn reexecuted(home: &Path, n: &str, rid: &str, what: &str) -> Value {
     receipt
 }
 
+/// Runs a client script against the node and returns the JSON of its last output line
+/// (the script must exit 0).
+fn client_json(cmd: &mut Command, what: &str) -> Value {
+    let o = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{what}: {stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
 #[test]
 fn official_openai_client_against_vouch_up() {
     let dir = tempfile::tempdir().unwrap();
@@ -216,20 +229,14 @@ fn official_openai_client_against_vouch_up() {
     // receipts survive JSON.parse/JSON.stringify (checked by /v1/verify in the script)
     // and pass re-execution here.
     let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web");
-    let o = Command::new("node")
-        .arg(web.join("tests/openai_client.mjs"))
-        .current_dir(&web)
-        .env("VOUCH_BASE_URL", format!("{n}/v1"))
-        .env("VOUCH_API_KEY", &api_key)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&o.stderr)
+    let js = client_json(
+        Command::new("node")
+            .arg(web.join("tests/openai_client.mjs"))
+            .current_dir(&web)
+            .env("VOUCH_BASE_URL", format!("{n}/v1"))
+            .env("VOUCH_API_KEY", &api_key),
+        "node client",
     );
-    let js: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     for what in [
         "chat",
         "stream",
@@ -246,23 +253,17 @@ fn official_openai_client_against_vouch_up() {
     // and LiteLLM (chat, a forced call, JSON mode, its context-window error): their
     // receipts pass re-execution too.
     for script in ["langchain_client.py", "litellm_client.py"] {
-        let o = Command::new("python3")
-            .arg(
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("tests")
-                    .join(script),
-            )
-            .env("VOUCH_BASE_URL", format!("{n}/v1"))
-            .env("VOUCH_API_KEY", &api_key)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&o.stdout);
-        assert!(
-            o.status.success(),
-            "{script}: {stdout}\n{}",
-            String::from_utf8_lossy(&o.stderr)
+        let v = client_json(
+            Command::new("python3")
+                .arg(
+                    Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("tests")
+                        .join(script),
+                )
+                .env("VOUCH_BASE_URL", format!("{n}/v1"))
+                .env("VOUCH_API_KEY", &api_key),
+            script,
         );
-        let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
         if script.starts_with("litellm") {
             assert_eq!(v["context_error"], "ContextWindowExceededError", "{v}");
         }
